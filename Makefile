@@ -1,0 +1,33 @@
+# Every target does its own set-up: `make demo` and `make test` work on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PRESET  ?= quick
+WHEELS  := $(wildcard /opt/wheels)
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch==2.13.0 goes in first (a CPU wheel is on this machine's disk); the project's own
+# torch range admits it, so nothing later can pull a CUDA build over it.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) torch==2.13.0
+	$(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/overparam tour --preset $(PRESET)
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
