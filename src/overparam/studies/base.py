@@ -1,0 +1,82 @@
+"""What a study is: a typed config with presets, a `run()`, and checks against the literature.
+
+Studies register themselves in :data:`REGISTRY`; the CLI and the tour only ever go through it.
+A study's `run(cfg, ctx)` returns a :class:`StudyResult` (numbers, arrays, matplotlib figures, checks);
+it never writes files -- the runner hands the result to the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from overparam.train.progress import SILENT, Progress
+
+
+@dataclass
+class Check:
+    """One comparison with a published result. ``passed`` must be able to come out False."""
+
+    name: str
+    expected: str
+    measured: str
+    passed: bool
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "expected": self.expected, "measured": self.measured,
+                "passed": bool(self.passed), "source": self.source}
+
+
+@dataclass
+class StudyResult:
+    metrics: dict[str, Any]
+    checks: list[Check] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)       # name -> np.ndarray, saved in arrays.npz
+    figures: dict[str, Any] = field(default_factory=dict)      # name -> matplotlib Figure
+    status: str = "done"                                       # or "diverged"
+    notes: str = ""                                            # what the run shows, in a sentence or two
+
+
+@dataclass
+class RunContext:
+    """What a running study may use besides its config: progress bars and the user's data folder."""
+
+    progress: Progress = SILENT
+    data_dir: str | None = None
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    paper: str
+    config: type
+    presets: dict[str, dict[str, Any]]
+    run: Callable[[Any, RunContext], StudyResult]
+    version: int = 1   # bump when results of an unchanged config would change: old runs are not reused
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "paper": self.paper,
+                "presets": list(self.presets)}
+
+
+REGISTRY: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    if study.name in REGISTRY:
+        raise ValueError(f"study {study.name!r} registered twice")
+    for required in ("quick", "paper"):
+        if required not in study.presets:
+            raise ValueError(f"study {study.name!r} lacks the {required!r} preset")
+    REGISTRY[study.name] = study
+    return study
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """Numbers in check tables: fixed digits, and NaN spelled out."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return f"{x:.{digits}g}" if abs(x) >= 1e4 or (0 < abs(x) < 1e-3) else f"{x:.{digits}f}".rstrip("0").rstrip(".")
