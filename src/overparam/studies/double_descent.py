@@ -14,9 +14,9 @@ import numpy as np
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import DataError, corrupt, load_dataset
-from overparam.models import MLP, mlp_parameter_count, seeded
+from overparam.models import MLP, mlp_parameter_count
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
-from overparam.train import Diverged, TrainConfig, train
+from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NOTEBOOK = "MNIST-1D notebook (Greydanus & Kobak 2024), MLP double descent with 15% label noise"
 # (width h, test error) read from the MNIST-1D notebook's 15%-noise sweep (LITERATURE.md)
@@ -74,17 +74,18 @@ def run(cfg: DoubleDescentConfig, ctx: RunContext) -> StudyResult:
                        batch_size=cfg.batch_size, epochs=cfg.epochs, eval_every=10**12, seed=cfg.seed)
     finals = np.zeros((len(cfg.widths), cfg.repeats, 4))  # train_error, test_error, train_loss, test_loss
     params = []
-    for i, h in enumerate(cfg.widths):
+    for i, h in enumerate(cfg.widths):  # the repeats of one width train together as one vmap ensemble
         hidden = [h] * cfg.depth
         params.append(mlp_parameter_count(n_in, hidden, n_out))
-        for r in range(cfg.repeats):
-            model = seeded(lambda: MLP(n_in, hidden, n_out), seed=(cfg.seed * 1_000_003 + h) * 101 + r)
-            hist = train(model, data.X_train, data.y_train, tcfg, data.X_test, data.y_test, n_out,
-                         progress=ctx.progress, desc=f"width {h} ({i + 1}/{len(cfg.widths)}), init {r + 1}/{cfg.repeats}")
-            if hist.diverged:
-                raise Diverged(f"width {h} diverged at step {hist.diverged_at} (lr={cfg.lr}); lower the learning rate")
-            final = hist.final()
-            finals[i, r] = [final[k] for k in ("train_error", "test_error", "train_loss", "test_loss")]
+        seeds = [(cfg.seed * 1_000_003 + h) * 101 + r for r in range(cfg.repeats)]
+        _, hist = train_ensemble(lambda: MLP(n_in, hidden, n_out), seeds, data.X_train, data.y_train, tcfg,
+                                 data.X_test, data.y_test, n_out, progress=ctx.progress,
+                                 desc=f"width {h} ({i + 1}/{len(cfg.widths)}) x{cfg.repeats}")
+        if hist.diverged.any():
+            raise Diverged(f"width {h} diverged at step {int(hist.diverged_at.max())} (lr={cfg.lr}); "
+                           "lower the learning rate")
+        final = hist.final()
+        finals[i] = np.stack([final[k] for k in ("train_error", "test_error", "train_loss", "test_loss")], axis=1)
     train_err, test_err, train_loss, test_loss = finals.mean(axis=1).T
     return _summarize(cfg, data.n_train, np.array(params), train_err, test_err, train_loss, test_loss)
 

@@ -1,6 +1,8 @@
-"""Training: one loop (SGD, momentum, Adam, full-batch GD) and progress reporting."""
+"""Training: one loop (SGD, momentum, Adam, full-batch GD), the vmap ensemble engine, progress reporting."""
 
 from overparam.train.loop import Diverged, History, TrainConfig, evaluate, loss_function, train
+from overparam.train.ensemble import Ensemble, EnsembleHistory, evaluate_ensemble, train_ensemble
 from overparam.train.progress import SILENT, Progress
 
-__all__ = ["Diverged", "TrainConfig", "History", "train", "evaluate", "loss_function", "Progress", "SILENT"]
+__all__ = ["Diverged", "TrainConfig", "History", "train", "evaluate", "loss_function", "Progress", "SILENT",
+           "Ensemble", "EnsembleHistory", "train_ensemble", "evaluate_ensemble"]
