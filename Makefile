@@ -11,11 +11,11 @@ WHEELS  := $(wildcard /opt/wheels)
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# torch==2.13.0 goes in first (a CPU wheel is on this machine's disk); the project's own
+# torch==2.13.0 goes in first (then the project with its dev and ray extras: CI runs a Ray sweep) (a CPU wheel is on this machine's disk); the project's own
 # torch range admits it, so nothing later can pull a CUDA build over it.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) torch==2.13.0
-	$(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[dev]'
+	$(BIN)/pip install --quiet $(if $(WHEELS),--find-links $(WHEELS)) -e '.[dev,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

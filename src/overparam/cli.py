@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -42,6 +43,22 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun even if this config already finished")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sw = sub.add_parser("sweep", help="run a study over a grid of config values x seeds (resumable)")
+    sw.add_argument("study")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="values of one config key (repeatable; the grid is their product)")
+    sw.add_argument("--seeds", type=_nonneg_int, default=1, help="seeds 0..N-1 per grid point (default 1)")
+    sw.add_argument("--preset", default="quick")
+    sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument("--config", metavar="FILE")
+    sw.add_argument("--data-dir", metavar="DIR")
+    sw.add_argument("--backend", default="local", help="local (a process pool) or ray")
+    sw.add_argument("--address", help="Ray cluster address (default: start a local Ray cluster)")
+    sw.add_argument("--workers", type=_nonneg_int, help="parallel workers (default: the number of cores)")
+    sw.add_argument("--retry-failed", action="store_true", help="rerun points that failed before")
+    sw.add_argument("--json", action="store_true")
+    sw.add_argument("--quiet", action="store_true")
 
     ls = sub.add_parser("runs", help="list runs in the store")
     ls.add_argument("--study")
@@ -148,6 +165,44 @@ def cmd_run(args, store) -> int:
     return EXIT_OK if outcome.record.status == "done" else EXIT_RUN_FAILED
 
 
+def cmd_sweep(args, store) -> int:
+    from overparam.config import parse_set
+    from overparam.runner import get_study
+    from overparam.sweep import expand, parse_grid, run_sweep
+
+    study = get_study(args.study)
+    grid = parse_grid(args.grid)
+    sets = parse_set(args.sets)
+    if args.data_dir is not None:
+        sets["data_dir"] = args.data_dir
+    points = expand(study, grid, seeds=args.seeds, preset=args.preset, sets=sets, config_file=args.config)
+    total = len(points)
+    count = [0]
+
+    def on_done(point, rec):
+        count[0] += 1
+        if not (args.quiet or args.json):
+            values = " ".join(f"{k}={v}" for k, v in point.values.items())
+            print(f"  [{count[0]}] {values}: {rec.status} · {rec.verdict}", flush=True)
+
+    if not (args.quiet or args.json):
+        print(f"sweep {study.name}: {total} points ({args.backend} backend)", flush=True)
+    # with --json, stdout carries only the JSON document: anything a backend prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        out = run_sweep(study, points, store, backend=args.backend, workers=args.workers, address=args.address,
+                        retry_failed=args.retry_failed, grid_keys=list(grid), on_done=on_done)
+    statuses = [r.status for r in out.records]
+    if args.json:
+        _print_json({"study": study.name, "sweep_id": out.summary.run_id, "dir": str(out.summary.dir),
+                     "points": [{**p.values, "run_id": p.run_id, "status": r.status, "metrics": r.metrics}
+                                for p, r in zip(out.points, out.records)],
+                     "computed": out.computed, "skipped": out.skipped})
+    else:
+        print(f"{statuses.count('done')}/{total} done, {out.computed} computed, {out.skipped} reused; "
+              f"failed: {statuses.count('failed')}; page: {out.summary.dir / 'report.html'}")
+    return EXIT_OK if all(s == "done" for s in statuses) else EXIT_RUN_FAILED
+
+
 def cmd_runs(args, store) -> int:
     records = store.list_runs(args.study) if store.exists() else []
     if args.json:
@@ -219,7 +274,8 @@ def cmd_tour(args, store) -> int:
 
 
 COMMANDS = {"studies": cmd_studies, "run": cmd_run, "runs": cmd_runs, "show": cmd_show,
-            "report": cmd_report, "tour": cmd_tour, "measure": cmd_measure}
+            "report": cmd_report, "tour": cmd_tour, "measure": cmd_measure,
+            "sweep": cmd_sweep}
 
 
 def _sigterm_as_interrupt(signum, frame):

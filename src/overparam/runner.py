@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib
@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from overparam.data import DataError, check_source  # noqa: E402
 from overparam.config import ConfigError, config_to_dict, fields_of, read_config_file, resolve_config  # noqa: E402
 from overparam.report import write_index, write_run_report  # noqa: E402
-from overparam.store import RunRecord, RunStore, run_id_for, save_arrays, save_figure  # noqa: E402
+from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for, save_arrays, save_figure  # noqa: E402
 from overparam.studies import REGISTRY, Study  # noqa: E402
 from overparam.studies.base import RunContext  # noqa: E402
 from overparam.train import Diverged, Progress  # noqa: E402
@@ -69,6 +69,55 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Payload:
+    """Everything needed to record a finished computation, as plain picklable data.
+
+    Workers (a process pool, Ray) return a Payload; only the driver writes it to the store.
+    """
+
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    arrays: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    notes: str = ""
+    error: str | None = None
+
+
+def compute(study_name: str, config: dict[str, Any], quiet: bool = True) -> Payload:
+    """Run a study on a resolved config. Failures become a Payload; Ctrl-C propagates."""
+    study = REGISTRY[study_name]
+    cfg = study.config(**config)
+    try:
+        _seed_everything(cfg.seed)
+        result = study.run(cfg, RunContext(progress=Progress(enabled=False if quiet else None)))
+        figures = {name: figure_bytes(fig) for name, fig in result.figures.items()}
+        return Payload(result.status, result.metrics, [c.to_dict() for c in result.checks], result.arrays,
+                       figures, result.notes)
+    except Diverged as exc:
+        return Payload("diverged", error=str(exc) or "training diverged (NaN/inf loss)")
+    except Exception as exc:  # recorded, not swallowed: the run's status is "failed" with the error
+        return Payload("failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
+    finally:
+        plt.close("all")
+
+
+def record(store: RunStore, run_id: str, payload: Payload) -> RunRecord:
+    """Write a payload's artifacts into the run's folder, then mark the run finished."""
+    folder = store.get(run_id).dir
+    if payload.arrays:
+        save_arrays(folder / "arrays.npz", payload.arrays)
+    files: list[str] = []
+    for name, rendered in payload.figures.items():
+        files += save_figure(folder, name, rendered)
+    return store.finish(run_id, payload.status, payload.metrics, payload.checks, files, payload.notes,
+                        payload.error)
+
+
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); run it again to complete it"
+
+
 def execute(study: Study, cfg: Any, store: RunStore, force: bool = False, quiet: bool = False) -> Outcome:
     config = config_to_dict(cfg)
     run_id = run_id_for(study.name, config, study.version)
@@ -77,31 +126,13 @@ def execute(study: Study, cfg: Any, store: RunStore, force: bool = False, quiet:
         return Outcome(existing, reused=True)
     store.begin(run_id, study.name, config)
     infos = study_infos()
-    figures: list[str] = []
     try:
-        _seed_everything(cfg.seed)
-        result = study.run(cfg, RunContext(progress=Progress(enabled=None if not quiet else False)))
-        record = store.get(run_id)
-        if result.arrays:
-            save_arrays(record.dir / "arrays.npz", result.arrays)
-        for name, fig in result.figures.items():
-            figures += save_figure(record.dir, name, fig)
-            plt.close(fig)
-        record = store.finish(run_id, result.status, result.metrics, [c.to_dict() for c in result.checks],
-                              figures, notes=result.notes)
-    except Diverged as exc:
-        record = store.finish(run_id, "diverged", error=str(exc) or "training diverged (NaN/inf loss)")
+        done = record(store, run_id, compute(study.name, config, quiet))
     except KeyboardInterrupt:
-        record = store.finish(run_id, "interrupted", error="interrupted (Ctrl-C or SIGTERM); run it again to complete it")
-        _write_pages(store, record, infos)
+        _write_pages(store, store.finish(run_id, "interrupted", error=INTERRUPTED), infos)
         raise
-    except Exception as exc:  # recorded, not swallowed: the caller sees status "failed" and the error
-        tb = traceback.format_exc(limit=-3)
-        record = store.finish(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n{tb}")
-    finally:
-        plt.close("all")
-    _write_pages(store, record, infos)
-    return Outcome(record, reused=False)
+    _write_pages(store, done, infos)
+    return Outcome(done, reused=False)
 
 
 def _write_pages(store: RunStore, record: RunRecord, infos: dict[str, dict[str, str]]) -> None:

@@ -61,12 +61,20 @@ def save_arrays(path: Path, arrays: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_figure(folder: Path, name: str, fig: Any) -> list[str]:
-    """A matplotlib figure as name.png and name.svg; returns the file names written."""
-    names = []
+def figure_bytes(fig: Any) -> dict[str, bytes]:
+    """A matplotlib figure rendered as PNG and SVG bytes (so a worker process can send it to the driver)."""
+    out = {}
     for ext in ("png", "svg"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=110 if ext == "png" else None, bbox_inches="tight")
-        atomic_write_bytes(Path(folder) / f"{name}.{ext}", buf.getvalue())
+        out[ext] = buf.getvalue()
+    return out
+
+
+def save_figure(folder: Path, name: str, rendered: dict[str, bytes]) -> list[str]:
+    """Write a rendered figure (see :func:`figure_bytes`) as name.png and name.svg; returns the file names."""
+    names = []
+    for ext, data in rendered.items():
+        atomic_write_bytes(Path(folder) / f"{name}.{ext}", data)
         names.append(f"{name}.{ext}")
     return names
