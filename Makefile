@@ -26,7 +26,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest tests
 
-bench: setup
+# Benchmark peers go in with --no-deps: their own requirements would upgrade torch.
+PEERS := $(VENV)/.peers
+$(PEERS): | $(STAMP)
+	$(BIN)/pip install --quiet --no-deps pyhessian==0.1 curvlinops-for-pytorch==3.0.1 einops einconv linear-operator==0.6.1
+	touch $(PEERS)
+
+bench: setup $(PEERS)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -32,11 +32,11 @@ def iter_batches(data: DataLike, batch_size: int = 1024, dtype: torch.dtype | No
     for batch in batches:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("each batch must be an (inputs, targets) pair")
-        x, y = batch[0], batch[1]
+        xb, yb = batch[0], batch[1]  # new names: the generator above still reads X and y lazily
         if dtype is not None:
-            x = x.to(dtype) if torch.is_floating_point(x) else x
-            y = y.to(dtype) if torch.is_floating_point(y) else y
-        yield x, y
+            xb = xb.to(dtype) if torch.is_floating_point(xb) else xb
+            yb = yb.to(dtype) if torch.is_floating_point(yb) else yb
+        yield xb, yb
 
 
 def count_examples(data: DataLike) -> int:

@@ -4,6 +4,7 @@ from overparam.studies.base import REGISTRY, Check, RunContext, Study, StudyResu
 
 # Importing a study module registers it; the order here is the order of the tour.
 from overparam.studies import double_descent  # noqa: E402,F401
+from overparam.studies import hessian_spectrum, hessian_fluctuations  # noqa: E402,F401
 from overparam.studies import am_capacity  # noqa: E402,F401
 from overparam.studies import nonlinearity_information  # noqa: E402,F401
 from overparam.studies import am_in_networks  # noqa: E402,F401

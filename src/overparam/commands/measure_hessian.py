@@ -1,0 +1,133 @@
+"""`overparam measure hessian`: the Hessian spectrum of your own model on your own data.
+
+    overparam measure hessian --model mynet.py:build --weights net.pt --data train.npz --k 10 --density --json
+
+The model comes from a factory (``pkg.module:factory`` or ``file.py:factory``); the weights load with
+``torch.load(weights_only=True)``, so a checkpoint can never run code. Every problem is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import torch
+
+NAME = "hessian"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(NAME, help="Hessian eigenvalues (and spectral density, trace) of your model's loss")
+    p.add_argument("--model", required=True, metavar="SPEC", help="pkg.module:factory or path/file.py:factory")
+    p.add_argument("--weights", metavar="FILE", help="state_dict saved by torch.save (loaded tensors-only)")
+    p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays X and y (or X_train, y_train)")
+    p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse"))
+    p.add_argument("--k", type=_positive, default=10, help="number of eigenvalues (default 10)")
+    p.add_argument("--which", default="largest", choices=("largest", "smallest", "both"))
+    p.add_argument("--method", default="eigsh", choices=("eigsh", "lanczos", "dense"))
+    p.add_argument("--curvature", default="hessian", choices=("hessian", "ggn", "residual"),
+                   help="the Hessian, its Gauss-Newton part G, or H - G")
+    p.add_argument("--density", action="store_true", help="also the spectral density by SLQ (Ghorbani et al. 2019)")
+    p.add_argument("--trace", action="store_true", help="also the trace (Hutch++, 99 products)")
+    p.add_argument("--n", type=_positive, metavar="N", help="use the first N examples only")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--mode", default="train", choices=("train", "eval"),
+                   help="eval: measure with dropout/batch norm in eval mode (train refuses them)")
+    p.add_argument("--batch-size", type=_positive, default=2048, help="examples per streamed batch")
+    p.add_argument("--threads", type=_positive, help="torch threads (default: 1 below 20K parameters, where "
+                   "per-operation overhead dominates and more threads only slow it down)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _check_targets(loss: str, out: torch.Tensor, y: torch.Tensor) -> None:
+    from overparam.usermodel import UserModelError
+
+    if out.ndim != 2:
+        raise UserModelError(f"the model's output must be (batch, outputs), got shape {tuple(out.shape)}")
+    if loss == "cross_entropy":
+        if torch.is_floating_point(y):
+            raise UserModelError("--loss cross_entropy needs integer class labels in y; use --loss mse for real targets")
+        if y.ndim != 1 or int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
+            raise UserModelError(f"labels y must be 1-D in [0, {out.shape[1] - 1}] for a model with {out.shape[1]} "
+                                 f"outputs; got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]")
+    elif torch.is_floating_point(y) and y[:2].numel() != out.numel():
+        raise UserModelError(f"targets y have {y[0].numel()} values per example but the model outputs {out.shape[1]}")
+
+
+def run(args, store) -> int:
+    from overparam.measure.hessian import CurvatureError, curvature_operator, hessian_density, hessian_eigs, hessian_trace
+    from overparam.usermodel import UserModelError, check_forward, load_arrays, load_model
+
+    with warnings.catch_warnings():  # torch's warnings about refused pickles would break the one-line error
+        warnings.simplefilter("ignore")
+        model = load_model(args.model, args.weights)
+    X, y = load_arrays(args.data, args.n)
+    out = check_forward(model, X)
+    _check_targets(args.loss, out, y)
+    dtype = getattr(torch, args.dtype)
+    try:
+        op = curvature_operator(model, args.loss, (X, y), curvature=args.curvature, dtype=dtype,
+                                batch_size=args.batch_size, mode=args.mode)
+    except CurvatureError as exc:
+        raise UserModelError(str(exc).replace("pass mode='eval'", "pass --mode eval")) from None
+    op.num_threads = args.threads or (1 if op.dim < 20_000 else None)
+    try:
+        loss, grad = op.loss_and_grad()
+        eigs = hessian_eigs(op, k=min(args.k, op.dim), which=args.which, method=args.method, seed=args.seed)
+        dens = hessian_density(op, seed=args.seed) if args.density else None
+        trace = hessian_trace(op, seed=args.seed) if args.trace else None
+    except UserModelError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        msg = " ".join(str(exc).split())[:300]
+        raise UserModelError(f"cannot measure the Hessian of this model and data: {msg}") from None
+    result = {
+        "model": args.model, "weights": args.weights, "data": args.data, "loss_fn": args.loss,
+        "curvature": args.curvature, "dtype": args.dtype, "n_params": op.dim, "n_examples": int(len(X)),
+        "loss": loss, "grad_norm": float(grad.norm()),
+        "which": args.which, "method": eigs.method, "eigenvalues": eigs.values.tolist(),
+        "residuals": eigs.residuals.tolist(), "converged": eigs.converged,
+        "n_matvecs": eigs.n_matvecs, "seconds": eigs.seconds,
+    }
+    if dens is not None:
+        result["density"] = {"n_vectors": dens.n_vectors, "n_steps": dens.n_steps, "sigma": dens.sigma,
+                             "fraction_negative": dens.mass_below(-1e-8 * float(np.abs(dens.nodes).max())),
+                             "grid": dens.grid.tolist(), "density": dens.density.tolist(),
+                             "nodes": dens.nodes.tolist(), "weights": dens.weights.tolist(),
+                             "n_matvecs": dens.n_matvecs, "seconds": dens.seconds}
+    if trace is not None:
+        result["trace"] = {"estimate": trace.estimate, "method": trace.method, "n_matvecs": trace.n_matvecs}
+    if args.json:
+        from overparam.store import to_jsonable
+
+        print(json.dumps(to_jsonable(result), indent=2))
+        return 0
+    print(f"{args.curvature} of {args.loss} loss: {op.dim} parameters, {len(X)} examples, {args.dtype}")
+    print(f"loss {loss:.6g}, gradient norm {float(grad.norm()):.3g}")
+    label = {"largest": "largest", "smallest": "smallest", "both": "extreme"}[args.which]
+    print(f"{label} {len(eigs.values)} eigenvalues ({eigs.method}, {eigs.n_matvecs} matvecs, {eigs.seconds:.2f} s"
+          + ("" if eigs.converged else ", NOT converged") + "):")
+    for i, (v, r) in enumerate(zip(eigs.values, eigs.residuals), 1):
+        print(f"  {i:3d}  {v: .10g}   (residual {r:.1e})")
+    if dens is not None:
+        top = dens.nodes.max()
+        print(f"density (SLQ {dens.n_vectors}x{dens.n_steps}, {dens.n_matvecs} matvecs): eigenvalues in "
+              f"[{dens.nodes.min():.4g}, {top:.4g}], fraction negative ~ {result['density']['fraction_negative']:.3f}, "
+              f"fraction above 1% of the top ~ {dens.mass_above(0.01 * top):.4f}")
+    if trace is not None:
+        print(f"trace ~ {trace.estimate:.6g} (Hutch++, {trace.n_matvecs} matvecs)")
+    return 0
