@@ -28,6 +28,7 @@ class MLP(nn.Module):
         if in_dim < 1 or out_dim < 1 or any(int(w) < 1 for w in widths):
             raise ValueError(f"layer sizes must be >= 1, got in={in_dim}, widths={list(widths)}, out={out_dim}")
         self.in_dim, self.widths, self.out_dim = int(in_dim), [int(w) for w in widths], int(out_dim)
+        self.activation, self.bias = activation, bias
         sizes = [self.in_dim, *self.widths, self.out_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -16,7 +16,8 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import DataError, corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
-from overparam.train import Diverged, TrainConfig, train_ensemble
+from overparam.train import Diverged, TrainConfig
+from overparam.train.widths import train_mlp_widths
 
 NOTEBOOK = "MNIST-1D notebook (Greydanus & Kobak 2024), MLP double descent with 15% label noise"
 # (width h, test error) read from the MNIST-1D notebook's 15%-noise sweep (LITERATURE.md)
@@ -72,20 +73,19 @@ def run(cfg: DoubleDescentConfig, ctx: RunContext) -> StudyResult:
     n_in, n_out = data.input_dim, data.n_classes
     tcfg = TrainConfig(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
                        batch_size=cfg.batch_size, epochs=cfg.epochs, eval_every=10**12, seed=cfg.seed)
+    # every (width, init) pair trains in one of a few padded vmap ensembles (overparam.train.widths)
+    seeds = {h: [(cfg.seed * 1_000_003 + h) * 101 + r for r in range(cfg.repeats)] for h in cfg.widths}
+    runs = train_mlp_widths(n_in, cfg.widths, n_out, seeds, data.X_train, data.y_train, tcfg, data.X_test,
+                            data.y_test, n_out, depth=cfg.depth, progress=ctx.progress)
     finals = np.zeros((len(cfg.widths), cfg.repeats, 4))  # train_error, test_error, train_loss, test_loss
-    params = []
-    for i, h in enumerate(cfg.widths):  # the repeats of one width train together as one vmap ensemble
-        hidden = [h] * cfg.depth
-        params.append(mlp_parameter_count(n_in, hidden, n_out))
-        seeds = [(cfg.seed * 1_000_003 + h) * 101 + r for r in range(cfg.repeats)]
-        _, hist = train_ensemble(lambda: MLP(n_in, hidden, n_out), seeds, data.X_train, data.y_train, tcfg,
-                                 data.X_test, data.y_test, n_out, progress=ctx.progress,
-                                 desc=f"width {h} ({i + 1}/{len(cfg.widths)}) x{cfg.repeats}")
+    for i, h in enumerate(cfg.widths):
+        hist = runs[h].history
         if hist.diverged.any():
             raise Diverged(f"width {h} diverged at step {int(hist.diverged_at.max())} (lr={cfg.lr}); "
                            "lower the learning rate")
         final = hist.final()
         finals[i] = np.stack([final[k] for k in ("train_error", "test_error", "train_loss", "test_loss")], axis=1)
+    params = [mlp_parameter_count(n_in, [h] * cfg.depth, n_out) for h in cfg.widths]
     train_err, test_err, train_loss, test_loss = finals.mean(axis=1).T
     return _summarize(cfg, data.n_train, np.array(params), train_err, test_err, train_loss, test_loss)
 

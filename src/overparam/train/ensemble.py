@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from overparam.models import seeded
+from overparam.models import MLP, seeded
 from overparam.train.loop import TrainConfig, _schedule, loss_function, make_optimizer
 from overparam.train.progress import SILENT, Progress
 
@@ -48,24 +48,42 @@ class EnsembleHistory:
 
 
 class Ensemble:
-    """R stacked replicas of one module; ``ensemble.replica(r)`` gives replica r back as a module."""
+    """R stacked replicas of one module; ``ensemble.replica(r)`` gives replica r back as a module.
 
-    def __init__(self, build: Callable[[], nn.Module], seeds: list[int], dtype: torch.dtype = torch.float32):
-        models = [seeded(build, s).to(dtype) for s in seeds]
+    ``masks`` (optional, name -> tensor of the stacked parameter's shape) marks the entries that may
+    train: gradients are multiplied by it, so masked entries keep their initial value. This is how
+    networks of different widths share one stack (see :mod:`overparam.train.widths`).
+    """
+
+    def __init__(self, models: list[nn.Module], dtype: torch.dtype = torch.float32,
+                 masks: dict[str, torch.Tensor] | None = None):
+        models = [m.to(dtype) for m in models]
         params, buffers = stack_module_state(models)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
         self.base = copy.deepcopy(models[0]).to("meta")
         self._template = models[0]
-        self.size = len(seeds)
+        self.size = len(models)
+        self.masks = {k: m.to(dtype) for k, m in (masks or {}).items()}
 
         def forward(p, b, x):
             return functional_call(self.base, (p, b), (x,))
 
         self._forward = forward
+        # MLPs take a fast path: batched matmuls on the stacked weights instead of vmap(functional_call),
+        # whose per-call overhead dominates for the small networks this engine is for.
+        self._mlp_layers = _mlp_layers(models[0]) if isinstance(models[0], MLP) and not self.buffers else None
 
     def forward(self, x: torch.Tensor, shared: bool = True) -> torch.Tensor:
         """Outputs of every replica: x (N, ...) shared, or (R, N, ...) one batch per replica -> (R, N, out)."""
+        if self._mlp_layers is not None:
+            h = x.flatten(1).expand(self.size, -1, -1) if shared else x.flatten(2)
+            for weight, bias, act in self._mlp_layers:
+                W = self.params[weight].transpose(1, 2)
+                h = torch.baddbmm(self.params[bias].unsqueeze(1), h, W) if bias else torch.bmm(h, W)
+                if act is not None:
+                    h = act(h)
+            return h
         return vmap(self._forward, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
 
     def replica(self, r: int) -> nn.Module:
@@ -73,6 +91,26 @@ class Ensemble:
         state = {k: v[r].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
         model.load_state_dict(state)
         return model
+
+
+def _mlp_layers(model: MLP) -> list[tuple[str, str | None, Callable | None]]:
+    """(weight name, bias name, activation after it) for each Linear of an MLP."""
+    layers, modules = [], list(model.net.named_children())
+    for i, (name, module) in enumerate(modules):
+        if isinstance(module, nn.Linear):
+            nxt = modules[i + 1][1] if i + 1 < len(modules) else None
+            layers.append((f"net.{name}.weight", f"net.{name}.bias" if module.bias is not None else None,
+                           nxt if nxt is not None and not isinstance(nxt, nn.Linear) else None))
+    return layers
+
+
+def replica_losses(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_classes: int | None) -> torch.Tensor:
+    """Mean loss of each replica, as loss_function computes it: out (R, N, C), y (R, N[, k])."""
+    R, N = out.shape[:2]
+    if loss_name == "cross_entropy":
+        return nn.functional.cross_entropy(out.reshape(R * N, -1), y.reshape(R * N), reduction="none").view(R, N).mean(1)
+    target = nn.functional.one_hot(y, n_classes).to(out.dtype) if n_classes is not None else y.reshape(out.shape)
+    return ((out - target) ** 2).reshape(R, -1).mean(1)
 
 
 @torch.no_grad()
@@ -103,8 +141,17 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
     ``data_seeds=None`` shares one data order (``cfg.seed``) among replicas; a list gives replica r the
     order of ``cfg.seed = data_seeds[r]``.
     """
+    ens = Ensemble([seeded(build, s) for s in seeds], getattr(torch, cfg.dtype))
+    hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, data_seeds, progress, desc)
+    return ens, hist
+
+
+def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 X_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
+                 n_classes: int | None = None, data_seeds: list[int] | None = None,
+                 progress: Progress = SILENT, desc: str = "ensemble") -> EnsembleHistory:
+    """Train an existing :class:`Ensemble` in place (see :func:`train_ensemble`)."""
     dtype = getattr(torch, cfg.dtype)
-    ens = Ensemble(build, seeds, dtype)
     R = ens.size
     X = X.to(dtype)
     y = y.to(dtype) if torch.is_floating_point(y) else y
@@ -127,7 +174,12 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
     def replica_loss(p, b, xb, yb):
         return loss_fn(functional_call(ens.base, (p, b), (xb,)), yb)
 
-    batched_loss = vmap(replica_loss, in_dims=(0, 0, None if shared else 0, None if shared else 0))
+    if ens._mlp_layers is not None:
+        def batched_loss(params, buffers, xb, yb):
+            out = ens.forward(xb, shared)
+            return replica_losses(cfg.loss, out, yb if not shared else yb.expand(R, *yb.shape), n_classes)
+    else:
+        batched_loss = vmap(replica_loss, in_dims=(0, 0, None if shared else 0, None if shared else 0))
     hist = EnsembleHistory()
     alive = torch.ones(R, dtype=torch.bool)
     diverged_at = np.full(R, -1)
@@ -163,6 +215,8 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
                     break
             opt.zero_grad(set_to_none=True)
             torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+            for name, mask in ens.masks.items():
+                ens.params[name].grad.mul_(mask)
             frozen = {name: p.detach()[~alive].clone() for name, p in ens.params.items()} if not alive.all() else None
             opt.step()
             sched.step()
@@ -182,4 +236,4 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
     hist.diverged = diverged_at >= 0
     hist.diverged_at = diverged_at
     hist.seconds = time.perf_counter() - start
-    return ens, hist
+    return hist
