@@ -4,7 +4,15 @@ from overparam.measure.data import count_examples, iter_batches
 from overparam.measure.hessian import (CurvatureError, GaussNewtonOperator, HessianDensity, HessianEigs,
                                        HessianIndex, HessianOperator, HessianTrace, ResidualOperator,
                                        hessian_density, hessian_eigs, hessian_index, hessian_trace)
+from overparam.measure.sharpness import FlatLoss, PacBayesSigma, Sharpness, pacbayes_sigma, sharpness
+from overparam.measure.interpolate import Interpolation, interpolate
+from overparam.measure.landscape import Landscape, filter_normalized_direction, landscape
+from overparam.measure.generalization import (GeneralizationMeasures, generalization_measures, output_margins,
+                                              path_norm)
 
 __all__ = ["iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
            "HessianEigs", "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator",
-           "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace"]
+           "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",
+           "FlatLoss", "PacBayesSigma", "Sharpness", "pacbayes_sigma", "sharpness", "Interpolation", "interpolate",
+           "Landscape", "filter_normalized_direction", "landscape", "GeneralizationMeasures",
+           "generalization_measures", "output_margins", "path_norm"]

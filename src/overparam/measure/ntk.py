@@ -199,20 +199,27 @@ def _jacobian_block(f, p, xb) -> dict[str, torch.Tensor]:
     return {k: v.reshape(v.shape[0], v.shape[1], -1) for k, v in jac.items()}
 
 
-def _contract(ja: dict[str, torch.Tensor], jb: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
-    out = None
+def _contract(ja: dict[str, torch.Tensor], jb: dict[str, torch.Tensor], mode: str,
+              symmetrize: bool = False) -> torch.Tensor:
+    """Σ over parameter tensors of Jacobian products, accumulated in place in one BLAS-friendly layout:
+    (na, nb) for trace, (O, na, nb) for diagonal, (na·O, nb·O) for full; converted to the mode's shape once."""
+    first = next(iter(ja.values()))
+    na, o = first.shape[:2]
+    nb = next(iter(jb.values())).shape[0]
+    if mode == "diagonal":
+        out = torch.zeros(o, na, nb, dtype=first.dtype)
+        for k, a in ja.items():
+            out.baddbmm_(a.transpose(0, 1), jb[k].permute(1, 2, 0))
+        if symmetrize:
+            out = 0.5 * (out + out.transpose(1, 2))
+        return out.permute(1, 2, 0)
+    rows, cols = (na, nb) if mode == "trace" else (na * o, nb * o)
+    out = torch.zeros(rows, cols, dtype=first.dtype)
     for k, a in ja.items():
-        b = jb[k]
-        na, o, _ = a.shape
-        nb = b.shape[0]
-        if mode == "trace":
-            term = a.reshape(na, -1) @ b.reshape(nb, -1).T
-        elif mode == "diagonal":
-            term = torch.bmm(a.transpose(0, 1), b.permute(1, 2, 0)).permute(1, 2, 0)
-        else:
-            term = (a.reshape(na * o, -1) @ b.reshape(nb * o, -1).T).reshape(na, o, nb, o).permute(0, 2, 1, 3)
-        out = term if out is None else out + term
-    return out
+        out.addmm_(a.reshape(rows, -1), jb[k].reshape(cols, -1).T)
+    if symmetrize:
+        out = 0.5 * (out + out.T)
+    return out if mode == "trace" else out.reshape(na, o, nb, o).permute(0, 2, 1, 3)
 
 
 def _ntk_vp_block(f, p, ja: dict[str, torch.Tensor], xb: torch.Tensor, mode: str) -> torch.Tensor:
@@ -310,11 +317,12 @@ def ntk_gram(model: nn.Module, x1: Any, x2: Any = None, *, mode: str = "trace", 
                     jc, n_jac = _jacobian_block(f, p, xc), n_jac + (c1 - c0)
                     if block_bytes(jc) <= room:
                         cache[c0], room = jc, room - block_bytes(jc)
-                part = _contract(jr, jc, mode)
+                # a diagonal block is symmetric up to rounding: made exact inside
+                part = _contract(jr, jc, mode, symmetrize=symmetric and c0 == r0)
             else:
                 part = _ntk_vp_block(f, p, jr, xc, mode)
-            if symmetric and c0 == r0:  # a diagonal block: symmetric up to rounding, make it exact
-                part = 0.5 * (part + (part.transpose(0, 1) if mode != "full" else part.permute(1, 0, 3, 2)))
+                if symmetric and c0 == r0:
+                    part = 0.5 * (part + (part.transpose(0, 1) if mode != "full" else part.permute(1, 0, 3, 2)))
             gram[r0:r1, c0:c1] = part
             if symmetric and c0 != r0:
                 gram[c0:c1, r0:r1] = part.transpose(0, 1) if mode != "full" else part.permute(1, 0, 3, 2)
