@@ -4,6 +4,7 @@ from overparam.measure.data import count_examples, iter_batches
 from overparam.measure.hessian import (CurvatureError, GaussNewtonOperator, HessianDensity, HessianEigs,
                                        HessianIndex, HessianOperator, HessianTrace, ResidualOperator,
                                        hessian_density, hessian_eigs, hessian_index, hessian_trace)
+from overparam.measure.ntk import NTKResult, NTKSpectrum, ntk_eigs, ntk_gram, ntk_regression
 from overparam.measure.sharpness import FlatLoss, PacBayesSigma, Sharpness, pacbayes_sigma, sharpness
 from overparam.measure.interpolate import Interpolation, interpolate
 from overparam.measure.landscape import Landscape, filter_normalized_direction, landscape
@@ -15,4 +16,5 @@ __all__ = ["iter_batches", "count_examples", "CurvatureError", "GaussNewtonOpera
            "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",
            "FlatLoss", "PacBayesSigma", "Sharpness", "pacbayes_sigma", "sharpness", "Interpolation", "interpolate",
            "Landscape", "filter_normalized_direction", "landscape", "GeneralizationMeasures",
-           "generalization_measures", "output_margins", "path_norm"]
+           "generalization_measures", "output_margins", "path_norm",
+           "NTKResult", "NTKSpectrum", "ntk_eigs", "ntk_gram", "ntk_regression"]

@@ -31,8 +31,8 @@ Jacobians (block·O·P numbers), one column block, and caches column blocks whil
 ``memory`` bytes: when N·O·P numbers fit, every Jacobian is computed once; beyond, the blocks that do
 not fit are recomputed for each row block (``NTKResult.jacobians`` counts the work). The ntk-vp method
 holds one block of tangents plus the jvp's activations. When ``block`` is None it is chosen from
-``memory``, so a Gram of several thousand points never needs the full N·O·P Jacobian in memory. Symmetric Grams (x2 is None)
-compute only the upper block triangle and mirror it.
+``memory``, so a Gram of several thousand points never needs the full N·O·P Jacobian in memory.
+Symmetric Grams (x2 is None) compute only the upper block triangle and mirror it.
 
 Float64: pass ``dtype=torch.float64``; the model is not modified (parameters are cast copies used
 through ``torch.func.functional_call``). Parameters not in ``params`` and buffers stay fixed.

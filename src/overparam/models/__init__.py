@@ -2,4 +2,7 @@
 
 from overparam.models.mlp import MLP, count_parameters, mlp_parameter_count, seeded
 
-__all__ = ["MLP", "count_parameters", "mlp_parameter_count", "seeded"]
+from overparam.models.binary import BinaryLinear, BinaryMLP, QuasiNetwork, binary_mlp, clip_binary_  # noqa: E402
+
+__all__ = ["MLP", "count_parameters", "mlp_parameter_count", "seeded",
+           "BinaryLinear", "BinaryMLP", "QuasiNetwork", "binary_mlp", "clip_binary_"]

@@ -4,7 +4,9 @@ from overparam.studies.base import REGISTRY, Check, RunContext, Study, StudyResu
 
 # Importing a study module registers it; the order here is the order of the tour.
 from overparam.studies import double_descent  # noqa: E402,F401
-from overparam.studies import hessian_spectrum, hessian_fluctuations  # noqa: E402,F401
+from overparam.studies import epoch_double_descent, sample_double_descent, random_features  # noqa: E402,F401
+from overparam.studies import hessian_spectrum, hessian_fluctuations, saddle_index  # noqa: E402,F401
+from overparam.studies import ntk_spectrum  # noqa: E402,F401
 from overparam.studies import am_capacity  # noqa: E402,F401
 from overparam.studies import nonlinearity_information  # noqa: E402,F401
 from overparam.studies import am_in_networks  # noqa: E402,F401
