@@ -52,7 +52,7 @@ class DoubleDescentConfig(StudyConfig):
 PRESETS = {
     # The picture in under a minute: full-batch Adam interpolates in 1000 steps; widths straddle the threshold;
     # two initializations per width average out most of the init noise.
-    "quick": {"widths": [16, 24, 32, 40, 48, 56, 64, 96, 128, 192], "repeats": 2, "optimizer": "adam", "lr": 0.002,
+    "quick": {"widths": [16, 24, 32, 40, 48, 56, 64, 96, 128], "repeats": 2, "optimizer": "adam", "lr": 0.002,
               "batch_size": 4000, "epochs": 1000},
     # The MNIST-1D notebook's setup.
     "paper": {"widths": [2, 4, 8, 12, 16, 24, 32, 40, 47, 54, 61, 70, 85, 100, 150, 200, 300],

@@ -20,10 +20,9 @@ from overparam.train.ensemble import Ensemble, EnsembleHistory, fit_ensemble
 from overparam.train.loop import TrainConfig
 from overparam.train.progress import SILENT, Progress
 
-# Per-step overhead of one ensemble step in units of multiply-adds per example (about 0.4 ms of
-# Python and dispatch at ~20 GFLOP/s with batch 100): a group is worth merging while its padding
-# costs less than this.
-STEP_OVERHEAD_MACS = 13_000
+# Per-step overhead of one ensemble step in multiply-adds (about 0.4 ms of Python and dispatch at
+# ~20 GFLOP/s): a group is worth merging while its padding costs less than this.
+STEP_OVERHEAD_MACS = 1_300_000
 
 
 def pad_mlp(model: MLP, width: int) -> tuple[MLP, dict[str, torch.Tensor]]:
@@ -58,15 +57,15 @@ def step_macs(in_dim: int, width: int, out_dim: int, depth: int) -> int:
 
 
 def group_widths(widths: list[int], replicas: int, in_dim: int, out_dim: int, depth: int,
-                 overhead: float = STEP_OVERHEAD_MACS) -> list[list[int]]:
-    """Split sorted widths into contiguous groups minimizing sum(overhead + padded compute)."""
+                 overhead: float = STEP_OVERHEAD_MACS, batch: int = 100) -> list[list[int]]:
+    """Split sorted widths into contiguous groups minimizing sum(overhead + padded compute of a batch)."""
     ws = sorted(set(widths))
     n = len(ws)
     best = [0.0] + [np.inf] * n
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):
-            cost = best[i] + overhead + (j - i) * replicas * step_macs(in_dim, ws[j - 1], out_dim, depth)
+            cost = best[i] + overhead + (j - i) * replicas * batch * step_macs(in_dim, ws[j - 1], out_dim, depth)
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     groups, j = [], n
@@ -102,7 +101,8 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
     """
     dtype = getattr(torch, cfg.dtype)
     replicas = max(len(seeds[h]) for h in widths)
-    groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth)
+    batch = len(X) if cfg.optimizer == "gd" else min(cfg.batch_size, len(X))
+    groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth, batch=batch)
     out: dict[int, WidthRun] = {}
     for g, group in enumerate(groups):
         H = max(group)
