@@ -28,6 +28,19 @@ def test_checks_pass_on_a_textbook_curve_and_fail_without_a_peak():
     assert not _checks(never)["threshold is of the order of the training-set size"]
 
 
+def test_ties_within_one_standard_error_count_but_distant_peaks_do_not():
+    cfg = _cfg(widths="4,8,16,32,64,128")
+    params = np.array([300, 700, 1800, 5000, 15000, 50000])
+    train = np.array([0.5, 0.3, 0.2, 0.1, 0.0, 0.0])            # threshold at h=64 (index 4)
+    test = np.array([0.5, 0.52, 0.565, 0.562, 0.55, 0.46])      # argmax at h=16, two steps before it
+    name = "peak sits at the interpolation threshold"
+    assert not _checks(_summarize(cfg, 4000, params, train, test, train, train))[name]
+    tight = np.full(6, 0.001)                                    # h=32 is 0.003 below the max: not tied
+    assert not _checks(_summarize(cfg, 4000, params, train, test, train, train, tight))[name]
+    loose = np.full(6, 0.005)                                    # h=32 within one SE of the max: tied
+    assert _checks(_summarize(cfg, 4000, params, train, test, train, train, loose))[name]
+
+
 def test_interpolation_index():
     assert interpolation_index(np.array([0.3, 0.01, 0.0, 0.0])) == 2
     assert interpolation_index(np.array([0.3, 0.01])) is None
@@ -39,8 +52,10 @@ def test_reference_checks_only_for_the_reference_setup():
     zeros = np.zeros(len(paper.widths))
     names = [c.name for c in _summarize(paper, 4000, params, zeros, zeros + 0.5, zeros, zeros).checks]
     assert "error at the widest model (h=300)" in names
+    quick = _cfg()
+    z = np.zeros(len(quick.widths))
     assert "error at the widest model (h=300)" not in [c.name for c in _summarize(
-        _cfg(), 4000, np.arange(10) + 1, np.zeros(10), np.zeros(10), np.zeros(10), np.zeros(10)).checks]
+        quick, 4000, np.arange(len(z)) + 1, z, z, z, z).checks]
 
 
 def test_config_rules():
