@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from overparam.commands.argtypes import nonneg_int
+
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -38,7 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable); lists as 1,2,3")
     r.add_argument("--config", metavar="FILE", help="TOML (or JSON) file of config keys")
-    r.add_argument("--seed", type=_nonneg_int, help="seed of every random choice")
+    r.add_argument("--seed", type=nonneg_int, help="seed of every random choice")
     r.add_argument("--data-dir", metavar="DIR", help="folder of user data (e.g. MNIST IDX files) for studies that take it")
     r.add_argument("--force", action="store_true", help="rerun even if this config already finished")
     r.add_argument("--json", action="store_true", help="print one JSON object")
@@ -48,14 +50,14 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("study")
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                     help="values of one config key (repeatable; the grid is their product)")
-    sw.add_argument("--seeds", type=_nonneg_int, default=1, help="seeds 0..N-1 per grid point (default 1)")
+    sw.add_argument("--seeds", type=nonneg_int, default=1, help="seeds 0..N-1 per grid point (default 1)")
     sw.add_argument("--preset", default="quick")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     sw.add_argument("--config", metavar="FILE")
     sw.add_argument("--data-dir", metavar="DIR")
     sw.add_argument("--backend", default="local", help="local (a process pool) or ray")
     sw.add_argument("--address", help="Ray cluster address (default: start a local Ray cluster)")
-    sw.add_argument("--workers", type=_nonneg_int, help="parallel workers (default: the number of cores)")
+    sw.add_argument("--workers", type=nonneg_int, help="parallel workers (default: the number of cores)")
     sw.add_argument("--retry-failed", action="store_true", help="rerun points that failed before")
     sw.add_argument("--json", action="store_true")
     sw.add_argument("--quiet", action="store_true")
@@ -95,16 +97,6 @@ def _extra_commands() -> list:
 
     return [importlib.import_module(f"overparam.commands.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)
             if m.name.startswith("measure_")]
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def _print_json(obj: Any) -> None:

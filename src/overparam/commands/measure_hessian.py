@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from overparam.commands.argtypes import positive_int
 
 NAME = "hessian"
 
@@ -23,34 +24,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--weights", metavar="FILE", help="state_dict saved by torch.save (loaded tensors-only)")
     p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays X and y (or X_train, y_train)")
     p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse"))
-    p.add_argument("--k", type=_positive, default=10, help="number of eigenvalues (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="number of eigenvalues (default 10)")
     p.add_argument("--which", default="largest", choices=("largest", "smallest", "both"))
     p.add_argument("--method", default="eigsh", choices=("eigsh", "lanczos", "dense"))
     p.add_argument("--curvature", default="hessian", choices=("hessian", "ggn", "residual"),
                    help="the Hessian, its Gauss-Newton part G, or H - G")
     p.add_argument("--density", action="store_true", help="also the spectral density by SLQ (Ghorbani et al. 2019)")
     p.add_argument("--trace", action="store_true", help="also the trace (Hutch++, 99 products)")
-    p.add_argument("--n", type=_positive, metavar="N", help="use the first N examples only")
+    p.add_argument("--n", type=positive_int, metavar="N", help="use the first N examples only")
     p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--mode", default="train", choices=("train", "eval"),
                    help="eval: measure with dropout/batch norm in eval mode (train refuses them)")
-    p.add_argument("--batch-size", type=_positive, default=2048, help="examples per streamed batch")
-    p.add_argument("--threads", type=_positive, help="torch threads (default: 1 below 20K parameters, where "
+    p.add_argument("--batch-size", type=positive_int, default=2048, help="examples per streamed batch")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: 1 below 20K parameters, where "
                    "per-operation overhead dominates and more threads only slow it down)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _check_targets(loss: str, out: torch.Tensor, y: torch.Tensor) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from overparam.commands.argtypes import positive_int
 
 NAME = "ntk"
 
@@ -15,30 +16,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help="pkg.module:factory or file.py:factory")
     p.add_argument("--weights", metavar="FILE", help="state_dict saved with torch.save (loaded weights_only)")
     p.add_argument("--data", required=True, metavar="FILE", help=".npz with X (and y) or X_train (and y_train)")
-    p.add_argument("--n", type=_positive, default=1000, help="first n examples (default 1000)")
+    p.add_argument("--n", type=positive_int, default=1000, help="first n examples (default 1000)")
     p.add_argument("--mode", choices=("trace", "full"), default="trace",
                    help="trace: N x N kernel summed over outputs; full: (N*O) x (N*O)")
     p.add_argument("--method", choices=("auto", "jacobian", "ntk-vp"), default="auto",
                    help="Jacobian contraction or NTK-vector products; auto picks by estimated cost")
-    p.add_argument("--block", type=_positive, help="examples per block (default: from --memory-gb)")
+    p.add_argument("--block", type=positive_int, help="examples per block (default: from --memory-gb)")
     p.add_argument("--memory-gb", type=float, default=2.0, help="working memory for Jacobian blocks (GB)")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
     p.add_argument("--fit", default="2,", metavar="FIRST,LAST",
                    help="1-based eigenvalue range of the decay fits, e.g. 2,100 (default 2, to n/2)")
-    p.add_argument("--top", type=_positive, default=10, help="eigenvalues to print")
+    p.add_argument("--top", type=positive_int, default=10, help="eigenvalues to print")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _fit_range(text: str) -> tuple[int, int | None]:
