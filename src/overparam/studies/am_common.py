@@ -9,16 +9,28 @@ training inputs; the score is the number of correct answers summed over the leve
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from overparam.config import StudyConfig, param
 from overparam.data import load_dataset
 
 NOISE_LEVELS = tuple(round(0.05 * i, 2) for i in range(11))
 NOISE_SOURCE = "Ahmad & Scheinkman 2019 (noise score: 11 levels of replaced inputs)"
+
+
+@dataclass
+class NetworkDataConfig(StudyConfig):
+    """The data keys every network study of this family shares (read by :func:`load_capped`)."""
+
+    dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
+                         choices=("mnist1d", "digits"))
+    n_train: int = param(4000, "training examples", min=50)
+    n_test: int = param(1000, "test examples", min=50)
 
 
 def load_capped(dataset: str, seed: int, n_train: int, n_test: int):

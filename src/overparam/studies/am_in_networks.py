@@ -24,8 +24,9 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from overparam.config import ConfigError, StudyConfig, param
+from overparam.config import ConfigError, param
 from overparam.models import seeded
+from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import NOISE_SOURCE, accuracy, fit, load_capped, noise_robustness, noise_value
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 
@@ -85,11 +86,7 @@ def neuron_noise_gains(W: np.ndarray, b: np.ndarray, H: np.ndarray) -> np.ndarra
 
 
 @dataclass
-class AmInNetworksConfig(StudyConfig):
-    dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
-                         choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int = param(1000, "test examples", min=50)
+class AmInNetworksConfig(NetworkDataConfig):
     widths: list[int] = param([8, 16, 32, 64, 128, 256], "hidden widths h of the in-h-h-out MLPs", min=2, max=4096)
     epochs: int = param(40, "training epochs (Adam)", min=1, max=10000)
     lr: float = param(1e-3, "Adam learning rate", min=1e-6, max=1.0)

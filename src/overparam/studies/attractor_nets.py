@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from overparam.config import StudyConfig, param
+from overparam.config import param
 from overparam.models import MLP, seeded
 from overparam.memory.nets import AttractorMLP, count
+from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (NOISE_SOURCE, accuracy, fit, load_capped, noise_curve_figure,
                                          noise_robustness, noise_value, replace_entries)
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
@@ -31,11 +32,7 @@ AHMAD = NOISE_SOURCE
 
 
 @dataclass
-class AttractorNetsConfig(StudyConfig):
-    dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
-                         choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int = param(1000, "test examples", min=50)
+class AttractorNetsConfig(NetworkDataConfig):
     width: int = param(128, "hidden width h (the attractor stores h + 1 patterns of dimension h)", min=8, max=2048)
     beta: float = param(1.0, "inverse temperature of the attractor (fixed; pattern lengths are learned)",
                         min=1e-3, max=1e3)

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from overparam.config import StudyConfig, param
+from overparam.config import param
 from overparam.models import MLP, seeded
 from overparam.memory.nets import mask_applier, nonzero_parameters
+from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (accuracy, fit, load_capped, noise_curve_figure, noise_robustness,
                                          noise_value)
 from overparam.studies.base import Check, RunContext, Study, StudyResult, register
@@ -30,11 +31,7 @@ FRANKLE = "Frankle & Carbin 2019 (pruned to 10-20% of the weights, accuracy is k
 
 
 @dataclass
-class PruneRedundancyConfig(StudyConfig):
-    dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
-                         choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int = param(1000, "test examples", min=50)
+class PruneRedundancyConfig(NetworkDataConfig):
     width: int = param(128, "hidden width of the in-h-h-out MLP", min=8, max=2048)
     keep: float = param(0.25, "fraction of weights kept per layer by magnitude pruning (copies = 1/keep)",
                         min=0.02, max=0.5)

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from overparam.config import StudyConfig, param
+from overparam.config import param
 from overparam.models import MLP, seeded
 from overparam.memory.nets import (KWinnersMLP, SparseResponseMLP, mask_applier, nonzero_parameters,
                                    random_weight_masks, sparsity_penalty)
+from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (accuracy, active_fraction, fit, load_capped, noise_curve_figure,
                                          noise_robustness, noise_value)
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
@@ -35,11 +36,7 @@ LABELS = {"dense": "dense ReLU", "kwta": "k-WTA", "ternary": "ternary {0, ±1} +
 
 
 @dataclass
-class SparseResponsesConfig(StudyConfig):
-    dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
-                         choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int = param(1000, "test examples", min=50)
+class SparseResponsesConfig(NetworkDataConfig):
     width: int = param(256, "hidden width of the in-h-h-out MLPs", min=8, max=4096)
     depth: int = param(2, "hidden layers", min=1, max=4)
     density: float = param(0.1, "k-WTA: fraction k/h of winners per layer", min=0.01, max=1.0)
