@@ -28,13 +28,15 @@ def test_padding_preserves_the_function_and_unpads_exactly():
     TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=8, epochs=3, dtype="float64"),
     TrainConfig(optimizer="adam", lr=0.01, weight_decay=1e-3, batch_size=10, epochs=3, dtype="float64"),
 ])
-def test_width_family_equals_separate_training(cfg):
+@pytest.mark.parametrize("activation", ["relu", "tanh"])  # relu pads without masks, tanh needs them
+def test_width_family_equals_separate_training(cfg, activation):
     X, y = _data()
     widths, seeds = [2, 4, 7], {2: [0, 1], 4: [2, 3], 7: [4, 5]}
-    runs = train_mlp_widths(5, widths, 3, seeds, X, y, cfg, X, y, n_classes=3, groups=[[2, 4, 7]])
+    runs = train_mlp_widths(5, widths, 3, seeds, X, y, cfg, X, y, n_classes=3, groups=[[2, 4, 7]],
+                            activation=activation)
     for h in widths:
         for r, s in enumerate(seeds[h]):
-            alone = seeded(lambda: MLP(5, [h, h], 3), s)
+            alone = seeded(lambda: MLP(5, [h, h], 3, activation=activation), s)
             ref = train(alone, X, y, cfg, X, y, n_classes=3)
             np.testing.assert_allclose(runs[h].history.curves("train_loss")[:, r], ref.train_loss, rtol=1e-9)
             for p, q in zip(runs[h].models[r].parameters(), alone.parameters()):

@@ -114,10 +114,17 @@ def _pending(points: list[SweepPoint], store: RunStore, retry_failed: bool) -> l
 def _worker_init(threads: int) -> None:
     import torch
 
+    from overparam.train.parallel import CORES_ENV
+
     torch.set_num_threads(threads)
+    os.environ[CORES_ENV] = str(threads)  # a point's own parallelism stays within its share of the cores
 
 
-def _compute_point(study_name: str, config: dict[str, Any]) -> Payload:
+def _compute_point(study_name: str, config: dict[str, Any], cores: int | None = None) -> Payload:
+    if cores is not None:  # a Ray task holds one CPU: its training stays on one core
+        from overparam.train.parallel import CORES_ENV
+
+        os.environ[CORES_ENV] = str(cores)
     fault = os.environ.get(FAULT_ENV)
     if fault and not os.path.exists(fault):
         open(fault, "w").close()
@@ -171,7 +178,7 @@ def _run_ray(study: Study, points: list[SweepPoint], workers: int, address: str 
     try:
         for p in points:
             on_start(p)
-            refs[task.remote(study.name, p.config)] = p
+            refs[task.remote(study.name, p.config, 1)] = p
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             p = refs.pop(ready[0])

@@ -17,6 +17,7 @@ from overparam.data import DataError, corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged, TrainConfig
+from overparam.train.parallel import available_cores
 from overparam.train.widths import train_mlp_widths
 
 NOTEBOOK = "MNIST-1D notebook (Greydanus & Kobak 2024), MLP double descent with 15% label noise"
@@ -76,7 +77,7 @@ def run(cfg: DoubleDescentConfig, ctx: RunContext) -> StudyResult:
     # every (width, init) pair trains in one of a few padded vmap ensembles (overparam.train.widths)
     seeds = {h: [(cfg.seed * 1_000_003 + h) * 101 + r for r in range(cfg.repeats)] for h in cfg.widths}
     runs = train_mlp_widths(n_in, cfg.widths, n_out, seeds, data.X_train, data.y_train, tcfg, data.X_test,
-                            data.y_test, n_out, depth=cfg.depth, progress=ctx.progress)
+                            data.y_test, n_out, depth=cfg.depth, progress=ctx.progress, workers=available_cores())
     finals = np.zeros((len(cfg.widths), cfg.repeats, 4))  # train_error, test_error, train_loss, test_loss
     for i, h in enumerate(cfg.widths):
         hist = runs[h].history

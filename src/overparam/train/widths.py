@@ -18,6 +18,7 @@ import torch
 from overparam.models import MLP, seeded
 from overparam.train.ensemble import Ensemble, EnsembleHistory, fit_ensemble
 from overparam.train.loop import TrainConfig
+from overparam.train.parallel import run_jobs
 from overparam.train.progress import SILENT, Progress
 
 # Per-step overhead of one ensemble step in multiply-adds (about 0.4 ms of Python and dispatch at
@@ -93,34 +94,52 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
                      X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, X_test: torch.Tensor | None = None,
                      y_test: torch.Tensor | None = None, n_classes: int | None = None, depth: int = 2,
                      activation: str = "relu", groups: list[list[int]] | None = None,
-                     progress: Progress = SILENT) -> dict[int, WidthRun]:
+                     progress: Progress = SILENT, workers: int = 1) -> dict[int, WidthRun]:
     """Train MLP(in, [h]*depth, out) for every width h and every seed in ``seeds[h]``, groups at a time.
 
     Each network starts from ``seeded(lambda: MLP(...h...), seed)`` and follows the trajectory it
     would follow alone under :func:`overparam.train.train` with ``cfg`` (shared data order).
+    ``workers > 1`` trains that many groups side by side, largest first (:mod:`overparam.train.parallel`).
     """
     dtype = getattr(torch, cfg.dtype)
     replicas = max(len(seeds[h]) for h in widths)
     batch = len(X) if cfg.optimizer == "gd" else min(cfg.batch_size, len(X))
-    groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth, batch=batch)
+    # with several workers a group's fixed overhead is shared, so finer groups balance the cores better
+    groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth, batch=batch,
+                                    overhead=STEP_OVERHEAD_MACS / max(1, workers))
+
+    def job(g: int, group: list[int]):
+        def fit() -> dict[int, WidthRun]:
+            H = max(group)
+            members, models, masks = [], [], []
+            for h in group:
+                for s in seeds[h]:
+                    narrow = seeded(lambda: MLP(in_dim, [h] * depth, out_dim, activation=activation), s).to(dtype)
+                    padded, mask = pad_mlp(narrow, H)
+                    members.append((h, narrow))
+                    models.append(padded)
+                    masks.append(mask)
+            # With ReLU the padding needs no masks: a padded unit's pre-activation is 0 and ReLU'(0) = 0 in
+            # PyTorch, so every gradient into or out of it is exactly 0 (and so are Adam's and weight decay's
+            # updates of zeros). Other activations (tanh'(0) = 1) need the masks.
+            pads = any(h < H for h in group)
+            stacked_masks = ({k: torch.stack([m[k] for m in masks]) for k in masks[0]}
+                             if pads and activation != "relu" else None)
+            ens = Ensemble(models, dtype, stacked_masks)
+            hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, progress=progress,
+                                desc=f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
+            states = {k: v.detach() for k, v in {**ens.params, **ens.buffers}.items()}
+            out: dict[int, WidthRun] = {}
+            for h in group:
+                idx = [i for i, (w, _) in enumerate(members) if w == h]
+                trained = [unpad_mlp({k: v[i] for k, v in states.items()}, members[i][1]) for i in idx]
+                out[h] = WidthRun(h, _select(hist, idx), trained)
+            return out
+        return fit
+
+    costs = [STEP_OVERHEAD_MACS + len(group) * replicas * batch * step_macs(in_dim, max(group), out_dim, depth)
+             for group in groups]
     out: dict[int, WidthRun] = {}
-    for g, group in enumerate(groups):
-        H = max(group)
-        members, models, masks = [], [], []
-        for h in group:
-            for s in seeds[h]:
-                narrow = seeded(lambda: MLP(in_dim, [h] * depth, out_dim, activation=activation), s).to(dtype)
-                padded, mask = pad_mlp(narrow, H)
-                members.append((h, narrow))
-                models.append(padded)
-                masks.append(mask)
-        stacked_masks = {k: torch.stack([m[k] for m in masks]) for k in masks[0]}
-        ens = Ensemble(models, dtype, stacked_masks)
-        hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, progress=progress,
-                            desc=f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
-        states = {k: v.detach() for k, v in {**ens.params, **ens.buffers}.items()}
-        for h in group:
-            idx = [i for i, (w, _) in enumerate(members) if w == h]
-            trained = [unpad_mlp({k: v[i] for k, v in states.items()}, members[i][1]) for i in idx]
-            out[h] = WidthRun(h, _select(hist, idx), trained)
+    for part in run_jobs([job(g, group) for g, group in enumerate(groups)], workers, costs):
+        out.update(part)
     return out
