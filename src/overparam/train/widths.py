@@ -44,11 +44,16 @@ def pad_mlp(model: MLP, width: int) -> tuple[MLP, dict[str, torch.Tensor]]:
 
 
 def unpad_mlp(padded_state: dict[str, torch.Tensor], like: MLP) -> MLP:
-    """The narrow MLP (shaped like ``like``) held in the top-left blocks of a padded state."""
-    dtype = next(iter(padded_state.values())).dtype
-    model = MLP(like.in_dim, like.widths, like.out_dim, activation=like.activation, bias=like.bias).to(dtype)
+    """The narrow MLP (shaped like ``like``) held in the top-left blocks of a padded state.
+
+    Built on the meta device and filled by assignment: no random initialization is drawn, so worker
+    threads never touch torch's global generator.
+    """
+    with torch.device("meta"):
+        model = MLP(like.in_dim, like.widths, like.out_dim, activation=like.activation, bias=like.bias)
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    model.load_state_dict({k: v[tuple(slice(0, n) for n in shapes[k])].clone() for k, v in padded_state.items()})
+    model.load_state_dict({k: v[tuple(slice(0, n) for n in shapes[k])].clone() for k, v in padded_state.items()},
+                          assign=True)
     return model
 
 
@@ -108,24 +113,30 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
     groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth, batch=batch,
                                     overhead=STEP_OVERHEAD_MACS / max(1, workers))
 
+    def prepare(group: list[int]):
+        """The padded replicas of one group. Built here, in order, never inside a worker thread:
+        ``seeded`` draws from torch's global generator, which threads would share."""
+        H = max(group)
+        members, models, masks = [], [], []
+        for h in group:
+            for s in seeds[h]:
+                narrow = seeded(lambda: MLP(in_dim, [h] * depth, out_dim, activation=activation), s).to(dtype)
+                padded, mask = pad_mlp(narrow, H)
+                members.append((h, narrow))
+                models.append(padded)
+                masks.append(mask)
+        # With ReLU the padding needs no masks: a padded unit's pre-activation is 0 and ReLU'(0) = 0 in
+        # PyTorch, so every gradient into or out of it is exactly 0 (and so are Adam's and weight decay's
+        # updates of zeros). Other activations (tanh'(0) = 1) need the masks.
+        pads = any(h < H for h in group)
+        stacked_masks = ({k: torch.stack([m[k] for m in masks]) for k in masks[0]}
+                         if pads and activation != "relu" else None)
+        return members, Ensemble(models, dtype, stacked_masks)
+
     def job(g: int, group: list[int]):
+        members, ens = prepare(group)
+
         def fit() -> dict[int, WidthRun]:
-            H = max(group)
-            members, models, masks = [], [], []
-            for h in group:
-                for s in seeds[h]:
-                    narrow = seeded(lambda: MLP(in_dim, [h] * depth, out_dim, activation=activation), s).to(dtype)
-                    padded, mask = pad_mlp(narrow, H)
-                    members.append((h, narrow))
-                    models.append(padded)
-                    masks.append(mask)
-            # With ReLU the padding needs no masks: a padded unit's pre-activation is 0 and ReLU'(0) = 0 in
-            # PyTorch, so every gradient into or out of it is exactly 0 (and so are Adam's and weight decay's
-            # updates of zeros). Other activations (tanh'(0) = 1) need the masks.
-            pads = any(h < H for h in group)
-            stacked_masks = ({k: torch.stack([m[k] for m in masks]) for k in masks[0]}
-                             if pads and activation != "relu" else None)
-            ens = Ensemble(models, dtype, stacked_masks)
             hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, progress=progress,
                                 desc=f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
             states = {k: v.detach() for k, v in {**ens.params, **ens.buffers}.items()}
