@@ -32,3 +32,15 @@ def test_index_lists_every_run_with_status_and_verdict(tmp_path):
     index = write_index(store, {"demo": {"description": "Demo study", "paper": "Someone 2020"}}).read_text()
     assert "r00001" in index and "r00002" in index and "demo/r00001/report.html" in index
     assert "0/1 checks passed" in index and "failed" in index and "Demo study" in index
+
+
+def test_prerendered_gif_is_written_and_shown_animated(tmp_path):
+    from overparam.runner import Payload, record
+
+    store = RunStore(tmp_path)
+    store.begin("r00003", "demo", {"seed": 0})
+    gif = b"GIF89a" + bytes(20)
+    rec = record(store, "r00003", Payload("done", {"x": 1}, [], {}, {"anim": {"gif": gif}}))
+    assert (rec.dir / "anim.gif").read_bytes() == gif and "anim.gif" in rec.figures
+    html = render_run(rec)
+    assert 'src="data:image/gif;base64,' in html and "anim.svg" not in html

@@ -92,7 +92,9 @@ def compute(study_name: str, config: dict[str, Any], quiet: bool = True) -> Payl
     try:
         _seed_everything(cfg.seed)
         result = study.run(cfg, RunContext(progress=Progress(enabled=False if quiet else None)))
-        figures = {name: figure_bytes(fig) for name, fig in result.figures.items()}
+        # a figure is a matplotlib Figure, or already-rendered files {extension: bytes} (an animated GIF)
+        figures = {name: (dict(fig) if isinstance(fig, dict) else figure_bytes(fig))
+                   for name, fig in result.figures.items()}
         return Payload(result.status, result.metrics, [c.to_dict() for c in result.checks], result.arrays,
                        figures, result.notes)
     except Diverged as exc:

@@ -10,8 +10,9 @@ from overparam.measure.interpolate import Interpolation, interpolate
 from overparam.measure.landscape import Landscape, filter_normalized_direction, landscape
 from overparam.measure.generalization import (GeneralizationMeasures, generalization_measures, output_margins,
                                               path_norm)
+from overparam.measure.regions import RegionCount, classify_grid, count_regions, grid_points
 
-__all__ = ["iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
+__all__ = ["RegionCount", "classify_grid", "count_regions", "grid_points","iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
            "HessianEigs", "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator",
            "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",
            "FlatLoss", "PacBayesSigma", "Sharpness", "pacbayes_sigma", "sharpness", "Interpolation", "interpolate",

@@ -4,5 +4,9 @@ from overparam.models.mlp import MLP, count_parameters, mlp_parameter_count, see
 
 from overparam.models.binary import BinaryLinear, BinaryMLP, QuasiNetwork, binary_mlp, clip_binary_  # noqa: E402
 
+from overparam.models.gaussians import (GaussianSum, centre_gradient, gaussian, grid_loss,  # noqa: E402
+                                        line_centre_gradient)
+
 __all__ = ["MLP", "count_parameters", "mlp_parameter_count", "seeded",
-           "BinaryLinear", "BinaryMLP", "QuasiNetwork", "binary_mlp", "clip_binary_"]
+           "BinaryLinear", "BinaryMLP", "QuasiNetwork", "binary_mlp", "clip_binary_",
+           "GaussianSum", "centre_gradient", "gaussian", "grid_loss", "line_centre_gradient"]

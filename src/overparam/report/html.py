@@ -38,13 +38,15 @@ def _fmt_metric(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def _figure_names(record: RunRecord) -> list[str]:
-    return [f[:-4] for f in record.figures if f.endswith(".png")]
+def _figure_files(record: RunRecord) -> list[tuple[str, str]]:
+    """(name, extension) of every picture a page shows: PNG renderings and animated GIFs."""
+    return [(f[:-4], f[-3:]) for f in record.figures if f.endswith((".png", ".gif"))]
 
 
 def render_run(record: RunRecord, info: dict[str, str] | None = None, index_href: str = "../../index.html") -> str:
     info = info or {}
-    figures = [{"name": name, "data": _png_b64(record.dir / f"{name}.png")} for name in _figure_names(record)]
+    figures = [{"name": name, "ext": ext, "data": _png_b64(record.dir / f"{name}.{ext}")}
+               for name, ext in _figure_files(record)]
     return _ENV.get_template("run.html").render(
         r=record, description=info.get("description", ""), paper=info.get("paper", ""),
         figures=[f for f in figures if f["data"]], index_href=index_href,
@@ -75,8 +77,9 @@ def write_index(store: RunStore, infos: StudyInfo | None = None) -> Path:
         rows, thumb, thumb_href = [], None, None
         for r in by_study[name]:
             href = os.path.relpath(r.dir / "report.html", store.root)
-            if thumb is None and r.status == "done" and _figure_names(r):
-                thumb = _png_b64(r.dir / f"{_figure_names(r)[0]}.png")
+            pngs = [name for name, ext in _figure_files(r) if ext == "png"]
+            if thumb is None and r.status == "done" and pngs:
+                thumb = _png_b64(r.dir / f"{pngs[0]}.png")
                 thumb_href = href
             n_pass = sum(bool(c.get("passed")) for c in r.checks)
             rows.append({
