@@ -75,6 +75,19 @@ def register(study: Study) -> Study:
     return study
 
 
+DIGITS_TRAIN = 1257  # training images of sklearn's digits in our split
+
+
+def check_data_keys(dataset: str, data_dir: str, n_train: int | None = None, key: str = "n_train") -> None:
+    """The data checks most study configs share: MNIST needs its files; digits has only so many images."""
+    from overparam.config import ConfigError
+
+    if dataset == "mnist" and not data_dir:
+        raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+    if dataset == "digits" and n_train is not None and n_train > DIGITS_TRAIN:
+        raise ConfigError(f"{key}: digits has {DIGITS_TRAIN} training images")
+
+
 def fmt(x: float, digits: int = 3) -> str:
     """Numbers in check tables: fixed digits, and NaN spelled out."""
     if x is None or (isinstance(x, float) and math.isnan(x)):

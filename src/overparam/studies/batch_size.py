@@ -27,7 +27,7 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
 from overparam.measure import interpolate, landscape, sharpness
 from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Diverged, Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import Fitted, train_to_target
 
@@ -76,10 +76,7 @@ class BatchSizeConfig(StudyConfig):
                               f"{math.ceil(0.1 * self.n_train)} for n_train={self.n_train}")
         if self.large_batch > self.n_train:
             raise ConfigError(f"large_batch: at most n_train={self.n_train}")
-        if self.dataset == "digits" and self.n_train > 1257:
-            raise ConfigError("n_train: digits has 1257 training images")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.n_train)
 
 
 PRESETS = {

@@ -15,7 +15,7 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import DataError, corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Diverged, TrainConfig
 from overparam.train.parallel import available_cores
 from overparam.train.widths import train_mlp_widths
@@ -46,8 +46,7 @@ class DoubleDescentConfig(StudyConfig):
             raise ConfigError("widths: must be strictly increasing, e.g. 4,8,16,32")
         if len(self.widths) < 3:
             raise ConfigError("widths: need at least 3 widths to see a peak")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir)
 
 
 PRESETS = {

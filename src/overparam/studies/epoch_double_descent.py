@@ -20,7 +20,7 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 6, Fig. 9 (ResNet18/CIFAR-10, 20% label noise)"
@@ -49,8 +49,7 @@ class EpochDoubleDescentConfig(StudyConfig):
     def validate(self) -> None:
         if self.large_width <= self.threshold_width:
             raise ConfigError("large_width: must exceed threshold_width")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir)
 
 
 PRESETS = {

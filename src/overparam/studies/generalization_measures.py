@@ -31,7 +31,7 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.measure import generalization_measures, sharpness
 from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import train_to_target
 from overparam.train.widths import pad_mlp, unpad_mlp
@@ -95,10 +95,7 @@ class GeneralizationMeasuresConfig(StudyConfig):
                 raise ConfigError(f"{key}: need at least one value, without repeats")
             if self.design == "half" and key != "widths" and len(values) != 2:
                 raise ConfigError(f"{key}: design=half needs exactly two values per factor")
-        if self.dataset == "digits" and self.n_train > 1257:
-            raise ConfigError("n_train: digits has 1257 training images")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.n_train)
 
 
 PRESETS = {

@@ -31,7 +31,7 @@ from overparam.interventions.prune import (dense_masks, fit_masked_ensemble, fra
                                            random_masks_like, stack_masks)
 from overparam.measure import interpolate
 from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Ensemble, TrainConfig, loss_function
 
 FC2019 = "Frankle & Carbin 2019 (ICLR), Sec. 2, Fig. 3-4 (LeNet-300-100 on MNIST)"
@@ -42,7 +42,9 @@ LABELS = {"imp": "IMP, rewind to init", "imp_late": "IMP, rewind to step k", "ra
 
 
 @dataclass
-class LotteryTicketConfig(StudyConfig):
+class TicketTrainingConfig(StudyConfig):
+    """Data and training keys shared by lottery-ticket and ticket-perturbation."""
+
     dataset: str = param("mnist1d", "data: mnist1d, digits, or mnist (IDX files in --data-dir)",
                          choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
@@ -54,8 +56,15 @@ class LotteryTicketConfig(StudyConfig):
     lr: float = param(0.05, "learning rate", min=1e-6, max=10.0)
     momentum: float = param(0.9, "SGD momentum", min=0.0, max=0.999)
     batch_size: int = param(128, "minibatch size", min=1)
-    steps: int = param(500, "optimizer steps per round (the same budget every round)", min=10)
+    steps: int = param(500, "optimizer steps of every training run (the same budget every round)", min=10)
     eval_every: int = param(25, "steps between validation/test evaluations (early-stopping resolution)", min=1)
+
+    def validate(self) -> None:
+        check_data_keys(self.dataset, self.data_dir, self.n_train + self.n_val, "n_train (+ n_val)")
+
+
+@dataclass
+class LotteryTicketConfig(TicketTrainingConfig):
     rounds: int = param(8, "pruning rounds after the dense run", min=1, max=40)
     fraction: float = param(0.2, "fraction of the remaining hidden-layer weights pruned per round", min=0.01, max=0.9)
     output_fraction: float = param(0.1, "fraction of the remaining output-layer weights pruned per round",
@@ -76,16 +85,13 @@ class LotteryTicketConfig(StudyConfig):
     stable_tol: float = param(0.02, "error barrier below which a ticket counts as stable", min=0.0, max=1.0)
 
     def validate(self) -> None:
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        super().validate()
         if any(level > self.rounds for level in self.control_levels):
             raise ConfigError(f"control_levels: each level must be <= rounds ({self.rounds})")
         if self.rewind_step >= self.steps:
             raise ConfigError("rewind_step: must be smaller than steps")
         if self.target_low >= self.target_high:
             raise ConfigError("target_low: must be smaller than target_high")
-        if self.dataset == "digits" and self.n_train + self.n_val > 1257:
-            raise ConfigError("n_train: digits has 1257 training images (n_train + n_val must fit)")
 
 
 PRESETS = {

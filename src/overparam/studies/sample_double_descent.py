@@ -19,7 +19,7 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 7, Fig. 3 and Fig. 11"
@@ -51,10 +51,7 @@ class SampleDoubleDescentConfig(StudyConfig):
             raise ConfigError("sizes: must be strictly increasing, e.g. 250,500,1000")
         if len(self.sizes) < 3:
             raise ConfigError("sizes: need at least 3 sizes to see a peak")
-        if self.dataset == "digits" and self.sizes[-1] > 1257:
-            raise ConfigError("sizes: digits has 1257 training images")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.sizes[-1], "sizes")
 
 
 PRESETS = {

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from overparam.config import ConfigError, StudyConfig, param
+from overparam.config import ConfigError, param
 from overparam.interventions.prune import (apply_masks, dense_masks, fit_masked_ensemble, fraction_remaining,
                                            magnitude_prune, stack_masks)
 from overparam.models import MLP, mlp_parameter_count, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, register
-from overparam.studies.lottery_ticket import early_stop, load_split
+from overparam.studies.lottery_ticket import TicketTrainingConfig, early_stop, load_split
 from overparam.train import Ensemble, TrainConfig, evaluate_ensemble
 
 MARTINELLI = "Martinelli et al. (EPFL), 'Lottery tickets or escape dimensions?'"
@@ -46,20 +46,7 @@ FC2019 = "Frankle & Carbin 2019 (ICLR), Sec. 2, Fig. 4"
 
 
 @dataclass
-class TicketPerturbationConfig(StudyConfig):
-    dataset: str = param("mnist1d", "data: mnist1d, digits, or mnist (IDX files in --data-dir)",
-                         choices=("mnist1d", "digits", "mnist"))
-    data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int = param(3500, "training examples", min=50)
-    n_val: int = param(500, "validation examples, carved from the training split (early stopping)", min=20)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
-    widths: list[int] = param([300, 100], "hidden widths of the full network", min=1)
-    optimizer: str = param("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
-    lr: float = param(0.05, "learning rate", min=1e-6, max=10.0)
-    momentum: float = param(0.9, "SGD momentum", min=0.0, max=0.999)
-    batch_size: int = param(128, "minibatch size", min=1)
-    steps: int = param(500, "optimizer steps of every training run", min=10)
-    eval_every: int = param(25, "steps between validation/test evaluations", min=1)
+class TicketPerturbationConfig(TicketTrainingConfig):
     rounds: int = param(6, "IMP rounds that find the ticket", min=1, max=40)
     fraction: float = param(0.25, "fraction of the remaining hidden weights pruned per IMP round", min=0.01, max=0.9)
     output_fraction: float = param(0.125, "same for the output layer", min=0.0, max=0.9)
@@ -72,14 +59,11 @@ class TicketPerturbationConfig(StudyConfig):
     margin: float = param(0.02, "accuracy lower by at least this counts as 'failing'", min=0.0, max=0.5)
 
     def validate(self) -> None:
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        super().validate()
         if sorted(self.scales) != list(self.scales) or self.scales[0] != 0.0 or 1.0 not in self.scales:
             raise ConfigError("scales: must increase, start at 0 and contain 1 (the full re-draw), e.g. 0,0.1,0.3,1")
         if sorted(self.width_factors) != list(self.width_factors) or len(self.width_factors) < 2:
             raise ConfigError("width_factors: at least two, increasing, e.g. 0.1,0.25,0.5,1")
-        if self.dataset == "digits" and self.n_train + self.n_val > 1257:
-            raise ConfigError("n_train: digits has 1257 training images (n_train + n_val must fit)")
 
 
 PRESETS = {
