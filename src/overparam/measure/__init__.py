@@ -11,8 +11,11 @@ from overparam.measure.landscape import Landscape, filter_normalized_direction, 
 from overparam.measure.generalization import (GeneralizationMeasures, generalization_measures, output_margins,
                                               path_norm)
 from overparam.measure.regions import RegionCount, classify_grid, count_regions, grid_points
+from overparam.measure.calibration import (ReliabilityCurve, expected_calibration_error, nll, ood_auroc,
+                                           predictive_entropy, reliability_curve)
 
-__all__ = ["RegionCount", "classify_grid", "count_regions", "grid_points","iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
+__all__ = ["ReliabilityCurve", "expected_calibration_error", "nll", "ood_auroc", "predictive_entropy",
+           "reliability_curve","RegionCount", "classify_grid", "count_regions", "grid_points","iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
            "HessianEigs", "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator",
            "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",
            "FlatLoss", "PacBayesSigma", "Sharpness", "pacbayes_sigma", "sharpness", "Interpolation", "interpolate",

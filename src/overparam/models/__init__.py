@@ -7,7 +7,8 @@ from overparam.models.binary import BinaryLinear, BinaryMLP, QuasiNetwork, binar
 from overparam.models.gaussians import (GaussianSum, centre_gradient, gaussian, grid_loss,  # noqa: E402
                                         line_centre_gradient)
 from overparam.models.tt import TTLinear, factorize, tt_flops, tt_matmul, tt_svd_matrix, tt_to_matrix  # noqa: E402
+from overparam.models.bayes_tt import BayesianTTLinear, mc_predict, set_sampling  # noqa: E402
 
-__all__ = ["TTLinear", "factorize", "tt_flops", "tt_matmul", "tt_svd_matrix", "tt_to_matrix","MLP", "count_parameters", "mlp_parameter_count", "seeded",
+__all__ = ["BayesianTTLinear", "mc_predict", "set_sampling","TTLinear", "factorize", "tt_flops", "tt_matmul", "tt_svd_matrix", "tt_to_matrix","MLP", "count_parameters", "mlp_parameter_count", "seeded",
            "BinaryLinear", "BinaryMLP", "QuasiNetwork", "binary_mlp", "clip_binary_",
            "GaussianSum", "centre_gradient", "gaussian", "grid_loss", "line_centre_gradient"]

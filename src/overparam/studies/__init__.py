@@ -24,6 +24,7 @@ from overparam.studies import attractor_nets  # noqa: E402,F401
 from overparam.studies import prune_redundancy  # noqa: E402,F401
 # Compression and sparsity
 from overparam.studies import tensorized  # noqa: E402,F401
-# PENDING tt_rank_selection, weight_decay_sparsity
+from overparam.studies import tt_rank_selection  # noqa: E402,F401
+# PENDING weight_decay_sparsity
 
 __all__ = ["REGISTRY", "Check", "RunContext", "Study", "StudyResult", "register"]
