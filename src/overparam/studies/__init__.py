@@ -7,7 +7,7 @@ from overparam.studies.base import REGISTRY, Check, RunContext, Study, StudyResu
 from overparam.studies import double_descent  # noqa: E402,F401
 from overparam.studies import epoch_double_descent, sample_double_descent, random_features  # noqa: E402,F401
 # Memorization, curvature and the geometry of solutions
-# PENDING memorization, gd_vs_sgd
+from overparam.studies import memorization, gd_vs_sgd  # noqa: E402,F401
 from overparam.studies import hessian_spectrum, hessian_fluctuations, saddle_index  # noqa: E402,F401
 from overparam.studies import batch_size, generalization_measures  # noqa: E402,F401
 # Kernels
