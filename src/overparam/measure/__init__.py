@@ -13,8 +13,12 @@ from overparam.measure.generalization import (GeneralizationMeasures, generaliza
 from overparam.measure.regions import RegionCount, classify_grid, count_regions, grid_points
 from overparam.measure.calibration import (ReliabilityCurve, expected_calibration_error, nll, ood_auroc,
                                            predictive_entropy, reliability_curve)
+from overparam.measure.baselines1d import (TrendFilterFit, difference_matrix, krr_smoother, krr_smoothers,
+                                           monte_carlo_dof, smoother_df, smoothing_spline_smoother, trend_filter,
+                                           trend_filter_lambda_max, wavelet_denoise)
 
-__all__ = ["ReliabilityCurve", "expected_calibration_error", "nll", "ood_auroc", "predictive_entropy",
+__all__ = ["TrendFilterFit", "difference_matrix", "krr_smoother", "krr_smoothers", "monte_carlo_dof", "smoother_df",
+           "smoothing_spline_smoother", "trend_filter", "trend_filter_lambda_max", "wavelet_denoise","ReliabilityCurve", "expected_calibration_error", "nll", "ood_auroc", "predictive_entropy",
            "reliability_curve","RegionCount", "classify_grid", "count_regions", "grid_points","iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
            "HessianEigs", "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator",
            "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",

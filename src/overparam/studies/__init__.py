@@ -25,6 +25,6 @@ from overparam.studies import prune_redundancy  # noqa: E402,F401
 # Compression and sparsity
 from overparam.studies import tensorized  # noqa: E402,F401
 from overparam.studies import tt_rank_selection  # noqa: E402,F401
-# PENDING weight_decay_sparsity
+from overparam.studies import weight_decay_sparsity  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "Check", "RunContext", "Study", "StudyResult", "register"]

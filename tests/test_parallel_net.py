@@ -71,8 +71,9 @@ def test_penalty_and_decay_groups_exclude_biases():
 
 
 def test_training_with_pure_penalty_moves_weights_not_biases():
-    """Under the study's loop with the data term switched off (targets = current outputs, detached is not
-    needed: we set lr on a penalty-only objective), biases never change and weights shrink."""
+    """The study's training loop with the data term made exactly zero (a wrapper whose output ignores the
+    net): only the penalty acts, so biases never move, weights of the lambda > 0 replica shrink, and the
+    lambda = 0 replica stays put."""
     from overparam.studies.weight_decay_sparsity import train_penalized
 
     net = ParallelNet(1, 3, 3, 4, replicas=2, seed=0)

@@ -1,0 +1,100 @@
+"""Training on several cores: split ensembles and width groups give the one-core results."""
+
+import numpy as np
+import pytest
+import torch
+
+from overparam.models import MLP
+from overparam.train import TrainConfig, train_ensemble
+from overparam.train.ensemble import EnsembleHistory
+from overparam.train.parallel import CORES_ENV, available_cores, run_jobs, split_evenly
+from overparam.train.widths import train_mlp_widths
+
+
+def _data(n=60, d=6, c=3):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+def test_split_evenly_covers_everything_in_order():
+    for n in range(1, 12):
+        for parts in range(1, 6):
+            chunks = split_evenly(list(range(n)), parts)
+            assert sum(chunks, []) == list(range(n))
+            assert len(chunks) == min(parts, n) and all(chunks)
+            assert max(map(len, chunks)) - min(map(len, chunks)) <= 1
+
+
+def test_run_jobs_keeps_job_order_and_restores_torch_threads():
+    before = torch.get_num_threads()
+    seen = []
+    jobs = [lambda i=i: (seen.append(torch.get_num_threads()), i * i)[1] for i in range(5)]
+    assert run_jobs(jobs, workers=2, costs=[1, 5, 2, 4, 3]) == [0, 1, 4, 9, 16]
+    assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_available_cores_reads_the_environment(monkeypatch):
+    monkeypatch.setenv(CORES_ENV, "3")
+    assert available_cores() == 3
+    monkeypatch.setenv(CORES_ENV, "many")
+    with pytest.raises(ValueError, match=CORES_ENV):
+        available_cores()
+
+
+@pytest.mark.parametrize("own_order", [False, True])
+def test_split_ensemble_equals_one_ensemble(own_order):
+    X, y = _data()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3, dtype="float64", seed=4)
+    seeds = list(range(5))
+    data_seeds = [100 + s for s in seeds] if own_order else None
+    build = lambda: MLP(6, [8, 8], 3)  # noqa: E731
+    one, h1 = train_ensemble(build, seeds, X, y, cfg, X, y, 3, data_seeds=data_seeds)
+    two, h2 = train_ensemble(build, seeds, X, y, cfg, X, y, 3, data_seeds=data_seeds, workers=2)
+    assert two.size == 5
+    for key in ("train_loss", "test_error"):
+        np.testing.assert_allclose(h2.curves(key), h1.curves(key), rtol=1e-12, atol=0)
+    for k in one.params:
+        torch.testing.assert_close(two.params[k], one.params[k], rtol=1e-12, atol=1e-14)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(two.forward(x), one.forward(x), rtol=1e-12, atol=1e-14)
+
+
+def test_history_concatenation_pads_a_part_that_stopped_early():
+    a = EnsembleHistory(step=[0, 5, 10], train_loss=[np.ones(2)] * 3, train_error=[np.ones(2)] * 3,
+                        test_loss=[np.ones(2)] * 3, test_error=[np.ones(2)] * 3,
+                        diverged=np.zeros(2, bool), diverged_at=np.full(2, -1))
+    b = EnsembleHistory(step=[0], train_loss=[np.zeros(1)], train_error=[np.zeros(1)], test_loss=[np.zeros(1)],
+                        test_error=[np.zeros(1)], diverged=np.ones(1, bool), diverged_at=np.array([3]))
+    c = EnsembleHistory.concatenate([a, b])
+    assert c.step == [0, 5, 10] and c.curves("train_loss").shape == (3, 3)
+    np.testing.assert_array_equal(c.curves("train_loss")[0], [1, 1, 0])
+    assert np.isnan(c.curves("train_loss")[1:, 2]).all()
+    np.testing.assert_array_equal(c.diverged_at, [-1, -1, 3])
+
+
+def test_width_groups_on_two_workers_equal_one_worker():
+    X, y = _data()
+    cfg = TrainConfig(optimizer="adam", lr=0.01, batch_size=20, epochs=2, dtype="float64")
+    widths, seeds = [2, 5, 9, 12], {2: [0], 5: [1], 9: [2], 12: [3]}
+    groups = [[2, 5], [9], [12]]
+    one = train_mlp_widths(6, widths, 3, seeds, X, y, cfg, X, y, 3, groups=groups)
+    two = train_mlp_widths(6, widths, 3, seeds, X, y, cfg, X, y, 3, groups=groups, workers=2)
+    # float64; not bitwise: MKL may pick another kernel for differently aligned buffers
+    for h in widths:
+        np.testing.assert_allclose(two[h].history.curves("train_loss"), one[h].history.curves("train_loss"),
+                                   rtol=1e-12)
+        for p, q in zip(two[h].models[0].parameters(), one[h].models[0].parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_threads_never_share_the_global_generator():
+    """Width groups trained on two workers give the same models run after run (the global RNG is untouched)."""
+    X, y = _data()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=20, epochs=1, dtype="float64")
+    widths, seeds = [3, 6, 9, 12], {3: [0], 6: [1], 9: [2], 12: [3]}
+    runs = [train_mlp_widths(6, widths, 3, seeds, X, y, cfg, groups=[[3], [6], [9], [12]], workers=2)
+            for _ in range(3)]
+    for h in widths:
+        for other in runs[1:]:
+            torch.testing.assert_close(other[h].models[0].net[0].weight, runs[0][h].models[0].net[0].weight,
+                                       rtol=1e-12, atol=1e-14)
