@@ -98,3 +98,17 @@ def test_threads_never_share_the_global_generator():
         for other in runs[1:]:
             torch.testing.assert_close(other[h].models[0].net[0].weight, runs[0][h].models[0].net[0].weight,
                                        rtol=1e-12, atol=1e-14)
+
+
+def test_width_groups_in_worker_processes_equal_one_worker():
+    X, y = _data()
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=20, epochs=2, dtype="float64")
+    widths, seeds = [2, 5, 9], {2: [0, 1], 5: [2, 3], 9: [4, 5]}
+    groups = [[2, 5], [9]]
+    one = train_mlp_widths(6, widths, 3, seeds, X, y, cfg, X, y, 3, groups=groups)
+    two = train_mlp_widths(6, widths, 3, seeds, X, y, cfg, X, y, 3, groups=groups, workers=2, processes=True)
+    for h in widths:
+        np.testing.assert_allclose(two[h].history.curves("test_loss"), one[h].history.curves("test_loss"), rtol=1e-12)
+        for r in range(2):
+            for p, q in zip(two[h].models[r].parameters(), one[h].models[r].parameters()):
+                torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)

@@ -11,7 +11,7 @@ one core busy. Jobs are independent, so results do not depend on how many worker
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -70,21 +70,44 @@ def single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[float] | None = None) -> list[T]:
-    """Results of ``jobs`` (in their order), run by ``workers`` threads with one torch thread each.
+def _process_init() -> None:
+    torch.set_num_threads(1)
+    os.environ[CORES_ENV] = "1"
+
+
+def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[float] | None = None,
+             processes: bool = False, on_done: Callable[[int], None] | None = None) -> list[T]:
+    """Results of ``jobs`` (in their order), run by ``workers`` threads (or processes) with one torch thread each.
 
     ``costs`` (estimated work per job) lets the largest jobs start first, which shortens the
-    longest worker's queue (longest-processing-time-first scheduling).
+    longest worker's queue (longest-processing-time-first scheduling). Threads start at once but share
+    the GIL: jobs whose steps are mostly Python overhead (small networks) barely overlap. Processes
+    (``processes=True``; jobs must then be picklable, e.g. ``functools.partial`` of a module-level
+    function) cost a second or two to start and overlap fully. ``on_done(i)`` is called as job i finishes.
     """
     workers = max(1, min(int(workers), len(jobs)))
     if workers == 1:
-        return [job() for job in jobs]
+        results = []
+        for i, job in enumerate(jobs):
+            results.append(job())
+            if on_done is not None:
+                on_done(i)
+        return results
     order = sorted(range(len(jobs)), key=lambda i: -(costs[i] if costs is not None else 0.0))
     results: list = [None] * len(jobs)
-    with single_threaded_torch(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overparam") as pool:
-        futures = {i: pool.submit(jobs[i]) for i in order}
-        for i, future in futures.items():
-            results[i] = future.result()
+    if processes:
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_process_init)
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overparam")
+    with single_threaded_torch(), pool:
+        futures = {pool.submit(jobs[i]): i for i in order}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_done is not None:
+                on_done(futures[future])
     return results
 
 

@@ -11,6 +11,7 @@ dynamic programme over a cost model); each group trains as one vmap ensemble.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -99,12 +100,14 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
                      X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, X_test: torch.Tensor | None = None,
                      y_test: torch.Tensor | None = None, n_classes: int | None = None, depth: int = 2,
                      activation: str = "relu", groups: list[list[int]] | None = None,
-                     progress: Progress = SILENT, workers: int = 1) -> dict[int, WidthRun]:
+                     progress: Progress = SILENT, workers: int = 1,
+                     processes: bool | None = None) -> dict[int, WidthRun]:
     """Train MLP(in, [h]*depth, out) for every width h and every seed in ``seeds[h]``, groups at a time.
 
     Each network starts from ``seeded(lambda: MLP(...h...), seed)`` and follows the trajectory it
     would follow alone under :func:`overparam.train.train` with ``cfg`` (shared data order).
-    ``workers > 1`` trains that many groups side by side, largest first (:mod:`overparam.train.parallel`).
+    ``workers > 1`` trains that many groups side by side, largest first (:mod:`overparam.train.parallel`),
+    in threads or, when ``processes`` is True (None: when the estimated work is long), in worker processes.
     """
     dtype = getattr(torch, cfg.dtype)
     replicas = max(len(seeds[h]) for h in widths)
@@ -131,26 +134,44 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
         pads = any(h < H for h in group)
         stacked_masks = ({k: torch.stack([m[k] for m in masks]) for k in masks[0]}
                          if pads and activation != "relu" else None)
-        return members, Ensemble(models, dtype, stacked_masks)
-
-    def job(g: int, group: list[int]):
-        members, ens = prepare(group)
-
-        def fit() -> dict[int, WidthRun]:
-            hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, progress=progress,
-                                desc=f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
-            states = {k: v.detach() for k, v in {**ens.params, **ens.buffers}.items()}
-            out: dict[int, WidthRun] = {}
-            for h in group:
-                idx = [i for i, (w, _) in enumerate(members) if w == h]
-                trained = [unpad_mlp({k: v[i] for k, v in states.items()}, members[i][1]) for i in idx]
-                out[h] = WidthRun(h, _select(hist, idx), trained)
-            return out
-        return fit
+        return members, models, stacked_masks
 
     costs = [STEP_OVERHEAD_MACS + len(group) * replicas * batch * step_macs(in_dim, max(group), out_dim, depth)
              for group in groups]
+    if processes is None:  # worth a process pool's start-up when the work is long
+        processes = workers > 1 and estimated_seconds(costs, cfg, len(X)) > PROCESS_THRESHOLD_SECONDS
+    jobs = [partial(_fit_group, group, *prepare(group), X, y, cfg, X_test, y_test, n_classes,
+                    SILENT if processes else progress, f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
+            for g, group in enumerate(groups)]
     out: dict[int, WidthRun] = {}
-    for part in run_jobs([job(g, group) for g, group in enumerate(groups)], workers, costs):
-        out.update(part)
+    with progress.bar(len(groups), f"{len(groups)} width groups on {min(workers, len(groups))} "
+                                   f"{'processes' if processes else 'workers'}") as bar:
+        for part in run_jobs(jobs, workers, costs, processes=processes, on_done=lambda i: bar.update(1)):
+            out.update(part)
+    return out
+
+
+# Work (in seconds at ~1e10 multiply-adds/s, forward and backward) above which train_mlp_widths runs its
+# groups in worker processes instead of threads: threads share the GIL, which small networks' steps hold
+# most of the time; a process pool costs a couple of seconds to start.
+PROCESS_THRESHOLD_SECONDS = 20.0
+
+
+def estimated_seconds(costs: list[float], cfg: TrainConfig, n: int) -> float:
+    batch = n if cfg.optimizer == "gd" else min(cfg.batch_size, n)
+    steps = cfg.steps if cfg.steps is not None else cfg.epochs * -(-n // batch)
+    return 3 * sum(costs) * steps / 1e10
+
+
+def _fit_group(group, members, models, masks, X, y, cfg, X_test, y_test, n_classes, progress, desc):
+    """Train one padded group (a module-level function, so a worker process can run it)."""
+    dtype = getattr(torch, cfg.dtype)
+    ens = Ensemble(models, dtype, masks)
+    hist = fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, progress=progress, desc=desc)
+    states = {k: v.detach() for k, v in {**ens.params, **ens.buffers}.items()}
+    out: dict[int, WidthRun] = {}
+    for h in group:
+        idx = [i for i, (w, _) in enumerate(members) if w == h]
+        trained = [unpad_mlp({k: v[i] for k, v in states.items()}, members[i][1]) for i in idx]
+        out[h] = WidthRun(h, _select(hist, idx), trained)
     return out
