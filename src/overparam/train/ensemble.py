@@ -223,7 +223,7 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
     eval_every = cfg.eval_every or per_epoch
     shared = data_seeds is None or batch == n
     gens = [torch.Generator().manual_seed(s) for s in ([cfg.seed] if shared else data_seeds)]
-    opt = make_optimizer(cfg, list(ens.params.values()))
+    opt = make_optimizer(cfg, list(ens.params.values()), foreach=True)
     # a constant schedule needs no scheduler (its per-step bookkeeping is measurable on small nets)
     sched = (None if cfg.schedule == "constant"
              else torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.schedule, total)))

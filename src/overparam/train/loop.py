@@ -101,10 +101,12 @@ def _schedule(name: str, total: int):
     return lambda t: 1.0
 
 
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params, foreach: bool | None = None) -> torch.optim.Optimizer:
+    """torch's optimizer for ``cfg``; ``foreach=True`` updates all tensors in a few multi-tensor kernels
+    (on CPU torch defaults to a Python loop over tensors; same arithmetic either way)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=foreach)
 
 
 def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
