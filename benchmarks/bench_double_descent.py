@@ -56,6 +56,7 @@ def notebook_loop(X, y, Xt, yt, widths, epochs, seed=0):
             pred_train, pred_test = model(X), model(Xt)
             errors_train = 100 - 100 * (pred_train.data.argmax(1) == y).float().sum() / len(y)
             errors_test = 100 - 100 * (pred_test.data.argmax(1) == yt).float().sum() / len(yt)
+            # the notebook computes these every epoch (and prints them every 100)
             losses_train, losses_test = loss_function(pred_train, y).item(), loss_function(pred_test, yt).item()
         errors.append(float(errors_test) / 100)
     return errors

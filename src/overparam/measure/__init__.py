@@ -17,12 +17,13 @@ from overparam.measure.baselines1d import (TrendFilterFit, difference_matrix, kr
                                            monte_carlo_dof, smoother_df, smoothing_spline_smoother, trend_filter,
                                            trend_filter_lambda_max, wavelet_denoise)
 
-__all__ = ["TrendFilterFit", "difference_matrix", "krr_smoother", "krr_smoothers", "monte_carlo_dof", "smoother_df",
-           "smoothing_spline_smoother", "trend_filter", "trend_filter_lambda_max", "wavelet_denoise","ReliabilityCurve", "expected_calibration_error", "nll", "ood_auroc", "predictive_entropy",
-           "reliability_curve","RegionCount", "classify_grid", "count_regions", "grid_points","iter_batches", "count_examples", "CurvatureError", "GaussNewtonOperator", "HessianDensity",
-           "HessianEigs", "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator",
-           "hessian_density", "hessian_eigs", "hessian_index", "hessian_trace",
+__all__ = ["count_examples", "iter_batches", "CurvatureError", "GaussNewtonOperator", "HessianDensity", "HessianEigs",
+           "HessianIndex", "HessianOperator", "HessianTrace", "ResidualOperator", "hessian_density", "hessian_eigs",
+           "hessian_index", "hessian_trace", "NTKResult", "NTKSpectrum", "ntk_eigs", "ntk_gram", "ntk_regression",
            "FlatLoss", "PacBayesSigma", "Sharpness", "pacbayes_sigma", "sharpness", "Interpolation", "interpolate",
            "Landscape", "filter_normalized_direction", "landscape", "GeneralizationMeasures",
-           "generalization_measures", "output_margins", "path_norm",
-           "NTKResult", "NTKSpectrum", "ntk_eigs", "ntk_gram", "ntk_regression"]
+           "generalization_measures", "output_margins", "path_norm", "RegionCount", "classify_grid", "count_regions",
+           "grid_points", "ReliabilityCurve", "expected_calibration_error", "nll", "ood_auroc", "predictive_entropy",
+           "reliability_curve", "TrendFilterFit", "difference_matrix", "krr_smoother", "krr_smoothers",
+           "monte_carlo_dof", "smoother_df", "smoothing_spline_smoother", "trend_filter", "trend_filter_lambda_max",
+           "wavelet_denoise"]

@@ -28,7 +28,7 @@ from overparam.data import load_dataset
 from overparam.measure import interpolate, landscape, sharpness
 from overparam.models import MLP, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
-from overparam.train import Diverged, Ensemble, TrainConfig, evaluate, loss_function
+from overparam.train import Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import Fitted, train_to_target
 
 KESKAR = "Keskar et al. 2016 (arXiv 1609.04836)"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from overparam.config import ConfigError, StudyConfig, param
-from overparam.data import DataError, corrupt, load_dataset
-from overparam.models import MLP, mlp_parameter_count
+from overparam.data import corrupt, load_dataset
+from overparam.models import mlp_parameter_count
 from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Diverged, TrainConfig
 from overparam.train.parallel import available_cores

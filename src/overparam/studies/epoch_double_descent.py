@@ -20,7 +20,7 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
+from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, register
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 6, Fig. 9 (ResNet18/CIFAR-10, 20% label noise)"

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from overparam.config import ConfigError, StudyConfig, param
-from overparam.data import load_dataset
 from overparam.measure.hessian import hessian_eigs
 from overparam.measure.hessian_operator import torch_threads
 from overparam.models import MLP

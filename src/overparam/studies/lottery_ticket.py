@@ -123,16 +123,22 @@ def early_stop(steps, val_loss: np.ndarray, test_error: np.ndarray):
     return np.asarray(steps)[idx], 1.0 - test_error[idx, cols]
 
 
-def run(cfg: LotteryTicketConfig, ctx: RunContext) -> StudyResult:
+def ticket_setup(cfg: TicketTrainingConfig):
+    """What both ticket studies start from: data splits, the network builder, the training config, the
+    evaluation sets, one initialization per seed and the names of the prunable weights."""
     torch.set_num_threads(1)
     X, y, Xv, yv, Xt, yt, n_in, n_out = load_split(cfg)
     build = lambda: MLP(n_in, cfg.widths, n_out)  # noqa: E731
     tcfg = TrainConfig(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
                        batch_size=cfg.batch_size, steps=cfg.steps, seed=cfg.seed)
     evals = {"val": (Xv, yv), "test": (Xt, yt)}
+    inits = [seeded(build, cfg.seed * 1000 + s) for s in range(cfg.seeds)]
+    return X, y, n_in, n_out, build, tcfg, evals, inits, list(dense_masks(inits[0]))
+
+
+def run(cfg: LotteryTicketConfig, ctx: RunContext) -> StudyResult:
+    X, y, n_in, n_out, build, tcfg, evals, inits, names = ticket_setup(cfg)
     S, L = cfg.seeds, cfg.rounds
-    inits = [seeded(build, cfg.seed * 1000 + s) for s in range(S)]
-    names = list(dense_masks(inits[0]))
     out_name = names[-1]
     layer_fractions = {out_name: cfg.output_fraction}
     data_seed = [cfg.seed * 7919 + s for s in range(S)]
@@ -187,7 +193,7 @@ def run(cfg: LotteryTicketConfig, ctx: RunContext) -> StudyResult:
             curves["ticket"] = tracked.error["test"][:, 0]
         for v, (a, b) in pairs.items():
             key = "dense" if level == 0 else v
-            res = interpolate(ens.replica(a), ens.replica(b), loss_function("cross_entropy", n_out), (Xt, yt),
+            res = interpolate(ens.replica(a), ens.replica(b), loss_function("cross_entropy", n_out), evals["test"],
                               steps=11, extend=0.0)
             instability[key] = res.error_barrier
             instability[key + "_distance"] = res.distance

@@ -38,8 +38,8 @@ from overparam.interventions.prune import (apply_masks, dense_masks, fit_masked_
                                            magnitude_prune, stack_masks)
 from overparam.models import MLP, mlp_parameter_count, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, register
-from overparam.studies.lottery_ticket import TicketTrainingConfig, early_stop, load_split
-from overparam.train import Ensemble, TrainConfig, evaluate_ensemble
+from overparam.studies.lottery_ticket import TicketTrainingConfig, early_stop, ticket_setup
+from overparam.train import Ensemble, evaluate_ensemble
 
 MARTINELLI = "Martinelli et al. (EPFL), 'Lottery tickets or escape dimensions?'"
 FC2019 = "Frankle & Carbin 2019 (ICLR), Sec. 2, Fig. 4"
@@ -78,16 +78,9 @@ PRESETS = {
 
 
 def run(cfg: TicketPerturbationConfig, ctx: RunContext) -> StudyResult:
-    torch.set_num_threads(1)
-    X, y, Xv, yv, Xt, yt, n_in, n_out = load_split(cfg)
-    build = lambda: MLP(n_in, cfg.widths, n_out)  # noqa: E731
-    tcfg = TrainConfig(optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0,
-                       batch_size=cfg.batch_size, steps=cfg.steps, seed=cfg.seed)
-    evals = {"val": (Xv, yv), "test": (Xt, yt)}
+    X, y, n_in, n_out, build, tcfg, evals, inits, names = ticket_setup(cfg)
     S = cfg.seeds
     data_seeds = [cfg.seed * 7919 + s for s in range(S)]
-    inits = [seeded(build, cfg.seed * 1000 + s) for s in range(S)]
-    names = list(dense_masks(inits[0]))
     layer_fractions = {names[-1]: cfg.output_fraction}
 
     # 1. the ticket: IMP with rewinding to theta0, all seeds in one ensemble per round
@@ -129,6 +122,7 @@ def run(cfg: TicketPerturbationConfig, ctx: RunContext) -> StudyResult:
     with torch.no_grad():
         for n, m in stacked_ticket.items():
             ens.params[n].mul_(m)
+    Xt, yt = evals["test"]
     inner = 1.0 - evaluate_ensemble(ens, Xt.to(torch.float32), yt, "cross_entropy", n_out)[1]
     K = len(cfg.scales)
     frozen = np.array([[acc_r[r] for r, j in enumerate(jobs) if j[0] == "frozen" and j[2] == s] for s in range(S)])
