@@ -26,6 +26,7 @@ from overparam.config import ConfigError, config_to_dict
 from overparam.report import write_index, write_run_report
 from overparam.runner import INTERRUPTED, Payload, compute, record, resolve, study_infos
 from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for
+from overparam.train.parallel import pin_to_cores
 from overparam.studies import Study
 
 BACKENDS = ("local", "ray")
@@ -111,20 +112,9 @@ def _pending(points: list[SweepPoint], store: RunStore, retry_failed: bool) -> l
 
 # -- backends: each yields (point, payload) as points finish ------------------------------------------
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    from overparam.train.parallel import CORES_ENV
-
-    torch.set_num_threads(threads)
-    os.environ[CORES_ENV] = str(threads)  # a point's own parallelism stays within its share of the cores
-
-
 def _compute_point(study_name: str, config: dict[str, Any], cores: int | None = None) -> Payload:
     if cores is not None:  # a Ray task holds one CPU: its training stays on one core
-        from overparam.train.parallel import CORES_ENV
-
-        os.environ[CORES_ENV] = str(cores)
+        pin_to_cores(cores)
     fault = os.environ.get(FAULT_ENV)
     if fault and not os.path.exists(fault):
         open(fault, "w").close()
@@ -135,7 +125,7 @@ def _compute_point(study_name: str, config: dict[str, Any], cores: int | None = 
 def _run_local(study: Study, points: list[SweepPoint], workers: int, on_start: Callable) -> Iterator:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=pin_to_cores,
                              initargs=(threads,)) as pool:
         queue = list(points)
         running: dict[Future, SweepPoint] = {}

@@ -9,11 +9,11 @@ The model comes from a factory (``pkg.module:factory`` or ``file.py:factory``); 
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import torch
 from overparam.commands.argtypes import positive_int
+from overparam.commands.usermodel_args import load_inputs
 
 NAME = "hessian"
 
@@ -42,31 +42,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _check_targets(loss: str, out: torch.Tensor, y: torch.Tensor) -> None:
-    from overparam.usermodel import UserModelError
-
-    if out.ndim != 2:
-        raise UserModelError(f"the model's output must be (batch, outputs), got shape {tuple(out.shape)}")
-    if loss == "cross_entropy":
-        if torch.is_floating_point(y):
-            raise UserModelError("--loss cross_entropy needs integer class labels in y; use --loss mse for real targets")
-        if y.ndim != 1 or int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
-            raise UserModelError(f"labels y must be 1-D in [0, {out.shape[1] - 1}] for a model with {out.shape[1]} "
-                                 f"outputs; got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]")
-    elif torch.is_floating_point(y) and y[:2].numel() != out.numel():
-        raise UserModelError(f"targets y have {y[0].numel()} values per example but the model outputs {out.shape[1]}")
-
-
 def run(args, store) -> int:
     from overparam.measure.hessian import CurvatureError, curvature_operator, hessian_density, hessian_eigs, hessian_trace
-    from overparam.usermodel import UserModelError, check_forward, load_arrays, load_model
+    from overparam.usermodel import UserModelError
 
-    with warnings.catch_warnings():  # torch's warnings about refused pickles would break the one-line error
-        warnings.simplefilter("ignore")
-        model = load_model(args.model, args.weights)
-    X, y = load_arrays(args.data, args.n)
-    out = check_forward(model, X)
-    _check_targets(args.loss, out, y)
+    model, X, y = load_inputs(args)
     dtype = getattr(torch, args.dtype)
     try:
         op = curvature_operator(model, args.loss, (X, y), curvature=args.curvature, dtype=dtype,

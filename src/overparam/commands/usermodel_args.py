@@ -32,9 +32,27 @@ def load_model_quiet(spec: str, weights: str | None):
         return load_model(spec, weights)
 
 
+def check_targets(loss: str, out, y) -> None:
+    """The model's output is (batch, outputs) and the targets fit the loss: labels in range, or real targets of
+    the output's size."""
+    import torch
+
+    from overparam.usermodel import UserModelError
+
+    if out.ndim != 2:
+        raise UserModelError(f"the model's output must be (batch, outputs), got shape {tuple(out.shape)}")
+    if loss == "cross_entropy":
+        if torch.is_floating_point(y):
+            raise UserModelError("--loss cross_entropy needs integer class labels in y; use --loss mse for real targets")
+        if y.ndim != 1 or int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
+            raise UserModelError(f"labels y must be 1-D in [0, {out.shape[1] - 1}] for a model with {out.shape[1]} "
+                                 f"outputs; got shape {tuple(y.shape)}, range [{int(y.min())}, {int(y.max())}]")
+    elif torch.is_floating_point(y) and y[:2].numel() != out.numel():
+        raise UserModelError(f"targets y have {y[0].numel()} values per example but the model outputs {out.shape[1]}")
+
+
 def load_inputs(args):
     """(model, X, y) checked: the model runs on X and the targets fit the loss (one-line errors otherwise)."""
-    from overparam.commands.measure_hessian import _check_targets
     from overparam.usermodel import check_forward, load_arrays
 
     model = load_model_quiet(args.model, args.weights)
@@ -44,7 +62,7 @@ def load_inputs(args):
 
         raise UserModelError(f"--data: {args.data} holds no examples")
     out = check_forward(model, X)
-    _check_targets(args.loss, out, y)
+    check_targets(args.loss, out, y)
     return model, X, y
 
 

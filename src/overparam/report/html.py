@@ -24,7 +24,8 @@ _ENV.globals["version"] = __version__
 StudyInfo = dict[str, dict[str, str]]  # study name -> {"description": ..., "paper": ...}
 
 
-def _png_b64(path: Path) -> str | None:
+def _file_b64(path: Path) -> str | None:
+    """A picture file (PNG or GIF) as base64 text for a data: URL; None when it is missing."""
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.is_file() else None
 
 
@@ -45,7 +46,7 @@ def _figure_files(record: RunRecord) -> list[tuple[str, str]]:
 
 def render_run(record: RunRecord, info: dict[str, str] | None = None, index_href: str = "../../index.html") -> str:
     info = info or {}
-    figures = [{"name": name, "ext": ext, "data": _png_b64(record.dir / f"{name}.{ext}")}
+    figures = [{"name": name, "ext": ext, "data": _file_b64(record.dir / f"{name}.{ext}")}
                for name, ext in _figure_files(record)]
     return _ENV.get_template("run.html").render(
         r=record, description=info.get("description", ""), paper=info.get("paper", ""),
@@ -79,7 +80,7 @@ def write_index(store: RunStore, infos: StudyInfo | None = None) -> Path:
             href = os.path.relpath(r.dir / "report.html", store.root)
             pngs = [name for name, ext in _figure_files(r) if ext == "png"]
             if thumb is None and r.status == "done" and pngs:
-                thumb = _png_b64(r.dir / f"{pngs[0]}.png")
+                thumb = _file_b64(r.dir / f"{pngs[0]}.png")
                 thumb_href = href
             n_pass = sum(bool(c.get("passed")) for c in r.checks)
             rows.append({

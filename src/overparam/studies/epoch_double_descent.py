@@ -97,8 +97,7 @@ def run(cfg: EpochDoubleDescentConfig, ctx: RunContext) -> StudyResult:
             raise Diverged(f"width {h} diverged at step {int(hist.diverged_at.max())} (lr={cfg.lr}); "
                            "lower the learning rate")
         curves[role] = (hist.curves("test_error"), hist.curves("train_error"))
-    per_epoch = int(np.ceil(data.n_train / (data.n_train if cfg.optimizer == "gd" else min(cfg.batch_size,
-                                                                                          data.n_train))))
+    _, per_epoch, _ = tcfg.plan(data.n_train)
     epochs = np.array(hist.step) / per_epoch
     params = {role: mlp_parameter_count(n_in, [h] * cfg.depth, n_out)
               for role, h in (("threshold", cfg.threshold_width), ("large", cfg.large_width))}

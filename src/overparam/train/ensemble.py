@@ -11,7 +11,6 @@ the others go on.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -217,9 +216,7 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
         raise ValueError(f"data_seeds has {len(data_seeds)} entries for {R} replicas")
     loss_fn = loss_function(cfg.loss, n_classes)
     n = len(X)
-    batch = n if cfg.optimizer == "gd" else min(cfg.batch_size, n)
-    per_epoch = math.ceil(n / batch)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    batch, per_epoch, total = cfg.plan(n)
     eval_every = cfg.eval_every or per_epoch
     shared = data_seeds is None or batch == n
     gens = [torch.Generator().manual_seed(s) for s in ([cfg.seed] if shared else data_seeds)]
@@ -265,8 +262,9 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
             else:
                 idx = torch.stack([o[k * batch:(k + 1) * batch] for o in orders])
                 losses = batched_loss(ens.params, ens.buffers, X[idx], y[idx])
-            if not bool(torch.isfinite(losses.detach()).all()):
-                bad = alive & ~torch.isfinite(losses.detach())
+            finite = torch.isfinite(losses.detach())
+            if not bool(finite.all()):
+                bad = alive & ~finite
                 if bad.any():
                     diverged_at[bad.numpy()] = step
                     alive &= ~bad

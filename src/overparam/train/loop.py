@@ -49,6 +49,12 @@ class TrainConfig:
         if self.lr <= 0 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("lr must be > 0, batch_size >= 1 and epochs >= 0")
 
+    def plan(self, n: int) -> tuple[int, int, int]:
+        """(batch size, steps per epoch, total steps) of a run over ``n`` training examples."""
+        batch = n if self.optimizer == "gd" else min(self.batch_size, n)
+        per_epoch = math.ceil(n / batch)
+        return batch, per_epoch, self.steps if self.steps is not None else self.epochs * per_epoch
+
 
 @dataclass
 class History:
@@ -121,9 +127,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         y_test = y_test.to(dtype) if torch.is_floating_point(y_test) else y_test
     loss_fn = loss_function(cfg.loss, n_classes)
     n = len(X)
-    batch = n if cfg.optimizer == "gd" else min(cfg.batch_size, n)
-    per_epoch = math.ceil(n / batch)
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    batch, per_epoch, total = cfg.plan(n)
     eval_every = cfg.eval_every or per_epoch
     opt = make_optimizer(cfg, model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.schedule, total))

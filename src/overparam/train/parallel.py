@@ -1,9 +1,10 @@
-"""Use every core for independent trainings: a few Python threads, one torch thread each.
+"""Use every core for independent trainings: a few Python threads or worker processes, one torch thread each.
 
 Small networks do not speed up with torch's intra-op threads (each op is too small to split, and on a
 loaded machine the threads mostly wait on each other), but two independent ensembles do run side by
 side: PyTorch releases the GIL inside its kernels and the autograd engine, so each Python thread keeps
-one core busy. Jobs are independent, so results do not depend on how many workers ran them.
+one core busy while it is in them; worker processes overlap fully. Jobs are independent, so results do
+not depend on how many workers ran them.
 
 ``OVERPARAM_CORES`` caps the workers (a sweep's worker processes set it to their share of the cores).
 """
@@ -70,9 +71,11 @@ def single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _process_init() -> None:
-    torch.set_num_threads(1)
-    os.environ[CORES_ENV] = "1"
+def pin_to_cores(cores: int) -> None:
+    """Keep this worker (process) within ``cores`` cores: torch's threads, and ``$OVERPARAM_CORES`` for
+    any parallelism of its own."""
+    torch.set_num_threads(cores)
+    os.environ[CORES_ENV] = str(cores)
 
 
 def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[float] | None = None,
@@ -99,7 +102,7 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[
         import multiprocessing as mp
 
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_process_init)
+                                   initializer=pin_to_cores, initargs=(1,))
     else:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overparam")
     with single_threaded_torch(), pool:

@@ -42,8 +42,7 @@ def train_to_target(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainC
         raise ValueError(f"metric: {metric!r} is not allowed; choose train_loss or train_error")
     unpack = unpack or (lambda e, r: e.replica(r))
     n, R = len(X), ens.size
-    batch = n if cfg.optimizer == "gd" else min(cfg.batch_size, n)
-    per_epoch = math.ceil(n / batch)
+    batch, per_epoch, _ = cfg.plan(n)
     chunk = per_epoch * max(1, math.ceil(chunk_steps / per_epoch))
     models, steps_at = [None] * R, np.full(R, -1)
     value = np.full(R, np.nan)

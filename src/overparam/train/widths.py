@@ -111,7 +111,7 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
     """
     dtype = getattr(torch, cfg.dtype)
     replicas = max(len(seeds[h]) for h in widths)
-    batch = len(X) if cfg.optimizer == "gd" else min(cfg.batch_size, len(X))
+    batch, _, total = cfg.plan(len(X))
     # with several workers a group's fixed overhead is shared, so finer groups balance the cores better
     groups = groups or group_widths(widths, replicas, in_dim, out_dim, depth, batch=batch,
                                     overhead=STEP_OVERHEAD_MACS / max(1, workers))
@@ -139,7 +139,7 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
     costs = [STEP_OVERHEAD_MACS + len(group) * replicas * batch * step_macs(in_dim, max(group), out_dim, depth)
              for group in groups]
     if processes is None:  # worth a process pool's start-up when the work is long
-        processes = workers > 1 and estimated_seconds(costs, cfg, len(X)) > PROCESS_THRESHOLD_SECONDS
+        processes = workers > 1 and estimated_seconds(costs, total) > PROCESS_THRESHOLD_SECONDS
     jobs = [partial(_fit_group, group, *prepare(group), X, y, cfg, X_test, y_test, n_classes,
                     SILENT if processes else progress, f"widths {group[0]}..{group[-1]} ({g + 1}/{len(groups)})")
             for g, group in enumerate(groups)]
@@ -157,9 +157,8 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
 PROCESS_THRESHOLD_SECONDS = 20.0
 
 
-def estimated_seconds(costs: list[float], cfg: TrainConfig, n: int) -> float:
-    batch = n if cfg.optimizer == "gd" else min(cfg.batch_size, n)
-    steps = cfg.steps if cfg.steps is not None else cfg.epochs * -(-n // batch)
+def estimated_seconds(costs: list[float], steps: int) -> float:
+    """Seconds for ``steps`` steps of groups costing ``costs`` multiply-adds per forward pass."""
     return 3 * sum(costs) * steps / 1e10
 
 
