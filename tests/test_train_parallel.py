@@ -6,23 +6,13 @@ import torch
 
 from overparam.models import MLP
 from overparam.train import TrainConfig, train_ensemble
-from overparam.train.ensemble import EnsembleHistory
-from overparam.train.parallel import CORES_ENV, available_cores, run_jobs, split_evenly
+from overparam.train.parallel import CORES_ENV, available_cores, run_jobs
 from overparam.train.widths import train_mlp_widths
 
 
 def _data(n=60, d=6, c=3):
     g = torch.Generator().manual_seed(3)
     return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
-
-
-def test_split_evenly_covers_everything_in_order():
-    for n in range(1, 12):
-        for parts in range(1, 6):
-            chunks = split_evenly(list(range(n)), parts)
-            assert sum(chunks, []) == list(range(n))
-            assert len(chunks) == min(parts, n) and all(chunks)
-            assert max(map(len, chunks)) - min(map(len, chunks)) <= 1
 
 
 def test_run_jobs_keeps_job_order_and_restores_torch_threads():
@@ -42,7 +32,7 @@ def test_available_cores_reads_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("own_order", [False, True])
-def test_split_ensemble_equals_one_ensemble(own_order):
+def test_ensemble_on_two_threads_equals_one_thread(own_order):
     X, y = _data()
     cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, epochs=3, dtype="float64", seed=4)
     seeds = list(range(5))
@@ -57,19 +47,6 @@ def test_split_ensemble_equals_one_ensemble(own_order):
         torch.testing.assert_close(two.params[k], one.params[k], rtol=1e-12, atol=1e-14)
     x = torch.randn(4, 6, dtype=torch.float64)
     torch.testing.assert_close(two.forward(x), one.forward(x), rtol=1e-12, atol=1e-14)
-
-
-def test_history_concatenation_pads_a_part_that_stopped_early():
-    a = EnsembleHistory(step=[0, 5, 10], train_loss=[np.ones(2)] * 3, train_error=[np.ones(2)] * 3,
-                        test_loss=[np.ones(2)] * 3, test_error=[np.ones(2)] * 3,
-                        diverged=np.zeros(2, bool), diverged_at=np.full(2, -1))
-    b = EnsembleHistory(step=[0], train_loss=[np.zeros(1)], train_error=[np.zeros(1)], test_loss=[np.zeros(1)],
-                        test_error=[np.zeros(1)], diverged=np.ones(1, bool), diverged_at=np.array([3]))
-    c = EnsembleHistory.concatenate([a, b])
-    assert c.step == [0, 5, 10] and c.curves("train_loss").shape == (3, 3)
-    np.testing.assert_array_equal(c.curves("train_loss")[0], [1, 1, 0])
-    assert np.isnan(c.curves("train_loss")[1:, 2]).all()
-    np.testing.assert_array_equal(c.diverged_at, [-1, -1, 3])
 
 
 def test_width_groups_on_two_workers_equal_one_worker():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,12 +22,15 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from overparam.models import MLP, seeded
+from overparam.train.fused import StackedMLPStep
+from overparam.train.fused import supports as fused_supports
 from overparam.train.loop import TrainConfig, _schedule, loss_function, make_optimizer
-from overparam.train.parallel import keep_freed_memory, run_jobs, split_evenly
+from overparam.train.parallel import keep_freed_memory, torch_threads
 from overparam.train.progress import SILENT, Progress
 
 
 CURVES = ("train_loss", "train_error", "test_loss", "test_error")
+EVAL_REPLICA_ROWS = 32768
 
 
 @dataclass
@@ -48,25 +52,6 @@ class EnsembleHistory:
     def final(self) -> dict[str, np.ndarray]:
         """Last evaluation of each replica (NaN for diverged replicas)."""
         return {k: self.curves(k)[-1] for k in CURVES}
-
-    @classmethod
-    def concatenate(cls, parts: list["EnsembleHistory"]) -> "EnsembleHistory":
-        """The histories of disjoint replica sets side by side (replicas in the order of ``parts``).
-
-        A part whose replicas all diverged stopped early: its missing evaluations are NaN, exactly what
-        one ensemble holding all the replicas would have recorded for them.
-        """
-        longest = max(parts, key=lambda h: len(h.step))
-        out = cls(step=list(longest.step), diverged=np.concatenate([h.diverged for h in parts]),
-                  diverged_at=np.concatenate([h.diverged_at for h in parts]),
-                  seconds=max(h.seconds for h in parts))
-        for key in CURVES:
-            rows = []
-            for t in range(len(longest.step)):
-                rows.append(np.concatenate([getattr(h, key)[t] if t < len(h.step)
-                                            else np.full(len(h.diverged), np.nan) for h in parts]))
-            setattr(out, key, rows)
-        return out
 
 
 class Ensemble:
@@ -110,16 +95,6 @@ class Ensemble:
             return h
         return vmap(self._forward, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
 
-    @classmethod
-    def concatenate(cls, parts: list["Ensemble"]) -> "Ensemble":
-        """One ensemble holding the replicas of ``parts`` (same architecture), in order."""
-        out = copy.copy(parts[0])
-        out.params = {k: torch.cat([p.params[k].detach() for p in parts]).requires_grad_(True) for k in parts[0].params}
-        out.buffers = {k: torch.cat([p.buffers[k] for p in parts]) for k in parts[0].buffers}
-        out.masks = {k: torch.cat([p.masks[k] for p in parts]) for k in parts[0].masks}
-        out.size = sum(p.size for p in parts)
-        return out
-
     def replica(self, r: int) -> nn.Module:
         model = copy.deepcopy(self._template)
         state = {k: v[r].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
@@ -151,17 +126,20 @@ def replica_losses(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_classes
 
 @torch.no_grad()
 def evaluate_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, loss_name: str, n_classes: int | None,
-                      batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean loss and error rate of each replica over (X, y)."""
-    loss_fn = loss_function(loss_name, n_classes)
-    per_replica = vmap(loss_fn, in_dims=(0, None))
+                      batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and error rate of each replica over (X, y).
+
+    Rows go through in chunks of ``batch_size`` (default: about 32k replica-rows, so a chunk's activations
+    stay in a core's cache; one pass over all rows at once is several times slower on CPUs).
+    """
+    batch_size = batch_size or max(64, EVAL_REPLICA_ROWS // ens.size)
     total = torch.zeros(ens.size, dtype=torch.float64)
     wrong = torch.zeros(ens.size, dtype=torch.float64)
     classify = not torch.is_floating_point(y)
     for i in range(0, len(X), batch_size):
         out = ens.forward(X[i:i + batch_size])
         yb = y[i:i + batch_size]
-        total += per_replica(out, yb).double() * len(yb)
+        total += replica_losses(loss_name, out, yb.expand(ens.size, *yb.shape), n_classes).double() * len(yb)
         if classify:
             wrong += (out.argmax(-1) != yb).sum(-1).double()
     n = max(len(X), 1)
@@ -176,27 +154,20 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
     """Train ``len(seeds)`` replicas of ``build()`` at once; replica r starts from ``seeded(build, seeds[r])``.
 
     ``data_seeds=None`` shares one data order (``cfg.seed``) among replicas; a list gives replica r the
-    order of ``cfg.seed = data_seeds[r]``. ``workers > 1`` splits the replicas into that many ensembles
-    trained side by side on their own cores (:mod:`overparam.train.parallel`); every replica follows the
-    same trajectory either way.
+    order of ``cfg.seed = data_seeds[r]``. ``workers > 1`` runs the ensemble on that many torch threads
+    (its batched ops split across cores; on 2 cores this beat two half-ensembles in Python threads or
+    processes for every size measured, see :mod:`overparam.train.parallel`); every replica follows the same
+    trajectory either way.
     """
     models = [seeded(build, s) for s in seeds]
-    chunks = split_evenly(list(range(len(seeds))), workers)
-    if len(chunks) == 1:
-        ens = Ensemble(models, getattr(torch, cfg.dtype))
+    ens = Ensemble(models, getattr(torch, cfg.dtype))
+    with torch_threads(workers) if workers > 1 else nullcontext():
         return ens, fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, data_seeds, progress, desc)
 
-    def job(idx: list[int]):
-        def fit():
-            part = Ensemble([models[i] for i in idx], getattr(torch, cfg.dtype))
-            part_seeds = None if data_seeds is None else [data_seeds[i] for i in idx]
-            return part, fit_ensemble(part, X, y, cfg, X_test, y_test, n_classes, part_seeds, progress,
-                                      f"{desc} [{idx[0]}..{idx[-1]}]")
-        return fit
 
-    results = run_jobs([job(idx) for idx in chunks], workers, costs=[len(idx) for idx in chunks])
-    return (Ensemble.concatenate([r[0] for r in results]),
-            EnsembleHistory.concatenate([r[1] for r in results]))
+def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``data[idx]`` for an index tensor of any shape (index_select is several times faster on CPU)."""
+    return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
 def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -228,6 +199,10 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
     def replica_loss(p, b, xb, yb):
         return loss_fn(functional_call(ens.base, (p, b), (xb,)), yb)
 
+    # ReLU MLPs train through a hand-derived step (diverged replicas' gradients are garbage there, but
+    # their parameters are restored after every step like below)
+    fused = (StackedMLPStep(ens.params, [(w, b) for w, b, _ in ens._mlp_layers], cfg.loss, n_classes)
+             if ens._mlp_layers is not None and fused_supports(ens._template, cfg.loss) else None)
     if ens._mlp_layers is not None:
         def batched_loss(params, buffers, xb, yb):
             out = ens.forward(xb, shared)
@@ -255,13 +230,16 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
         for step in range(total):
             k = step % per_epoch
             if k == 0:
-                orders = [torch.randperm(n, generator=g) if batch < n else torch.arange(n) for g in gens]
-            if shared:
-                idx = orders[0][k * batch:(k + 1) * batch]
-                losses = batched_loss(ens.params, ens.buffers, X[idx], y[idx])
+                orders = torch.stack([torch.randperm(n, generator=g) if batch < n else torch.arange(n)
+                                      for g in gens])
+            idx = orders[0, k * batch:(k + 1) * batch] if shared else orders[:, k * batch:(k + 1) * batch]
+            xb, yb = _rows(X, idx), _rows(y, idx)
+            if fused is not None:  # forward, losses and gradients in one hand-derived pass
+                if shared:
+                    xb, yb = xb.flatten(1).expand(R, -1, -1), yb.expand(R, *yb.shape)
+                losses = fused.step(xb, yb)
             else:
-                idx = torch.stack([o[k * batch:(k + 1) * batch] for o in orders])
-                losses = batched_loss(ens.params, ens.buffers, X[idx], y[idx])
+                losses = batched_loss(ens.params, ens.buffers, xb, yb)
             finite = torch.isfinite(losses.detach())
             if not bool(finite.all()):
                 bad = alive & ~finite
@@ -271,8 +249,9 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
                     all_alive = False
                     if not alive.any():
                         break
-            opt.zero_grad(set_to_none=True)
-            (losses.sum() if all_alive else torch.where(alive, losses, torch.zeros_like(losses)).sum()).backward()
+            if fused is None:
+                opt.zero_grad(set_to_none=True)
+                (losses.sum() if all_alive else torch.where(alive, losses, torch.zeros_like(losses)).sum()).backward()
             for name, mask in ens.masks.items():
                 ens.params[name].grad.mul_(mask)
             frozen = None if all_alive else {name: p.detach()[~alive].clone() for name, p in ens.params.items()}

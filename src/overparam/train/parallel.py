@@ -1,10 +1,12 @@
-"""Use every core for independent trainings: a few Python threads or worker processes, one torch thread each.
+"""Use every core for independent trainings: torch's intra-op threads, Python threads or worker processes.
 
-Small networks do not speed up with torch's intra-op threads (each op is too small to split, and on a
-loaded machine the threads mostly wait on each other), but two independent ensembles do run side by
-side: PyTorch releases the GIL inside its kernels and the autograd engine, so each Python thread keeps
-one core busy while it is in them; worker processes overlap fully. Jobs are independent, so results do
-not depend on how many workers ran them.
+One stacked ensemble's ops (batched matmuls over R replicas) are big enough to split across cores, so
+:func:`overparam.train.train_ensemble` gives one ensemble all its cores (``torch_threads``). Separate
+trainings run side by side in a few Python threads or worker processes, one torch thread each
+(``run_jobs``): PyTorch releases the GIL inside its kernels, so each Python thread keeps one core busy
+while it is in them (small networks' steps are mostly Python, so they barely overlap); worker processes
+overlap fully but cost a second or two to start. Jobs are independent, so results do not depend on how
+many workers ran them.
 
 ``OVERPARAM_CORES`` caps the workers (a sweep's worker processes set it to their share of the cores).
 """
@@ -61,14 +63,19 @@ def available_cores() -> int:
 
 
 @contextmanager
-def single_threaded_torch() -> Iterator[None]:
-    """torch's intra-op threads set to 1 inside the block, restored after."""
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block, restored after."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, int(n)))
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_threaded_torch():
+    """torch's intra-op threads set to 1 inside the block, restored after."""
+    return torch_threads(1)
 
 
 def pin_to_cores(cores: int) -> None:
@@ -112,15 +119,3 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[
             if on_done is not None:
                 on_done(futures[future])
     return results
-
-
-def split_evenly(items: Sequence, parts: int) -> list[list]:
-    """``items`` cut into ``parts`` contiguous chunks whose sizes differ by at most one (no empty chunks)."""
-    parts = max(1, min(parts, len(items)))
-    q, r = divmod(len(items), parts)
-    out, start = [], 0
-    for k in range(parts):
-        size = q + (1 if k < r else 0)
-        out.append(list(items[start:start + size]))
-        start += size
-    return out
