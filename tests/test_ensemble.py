@@ -72,3 +72,20 @@ def test_bad_data_seeds_length():
     X, y = _data()
     with pytest.raises(ValueError, match="data_seeds"):
         train_ensemble(build, [1, 2], X, y, TrainConfig(epochs=1), n_classes=3, data_seeds=[1])
+
+
+def test_evaluation_breaks_ties_like_argmax_and_matches_evaluate():
+    """All-zero weights give equal logits: the predicted class is the first (index 0), as argmax says."""
+    from overparam.train.ensemble import Ensemble, evaluate_ensemble
+    from overparam.train.loop import evaluate, loss_function
+    X, y = _data(n=50)
+    models = [seeded(build, s) for s in range(2)]
+    with torch.no_grad():
+        for p in models[0].parameters():
+            p.zero_()
+    ens = Ensemble(models)
+    loss, err = evaluate_ensemble(ens, X, y, "cross_entropy", 3, batch_size=16)  # chunks of 16 rows
+    assert err[0] == pytest.approx(float((y != 0).float().mean()))
+    for r, m in enumerate(models):
+        ref_loss, ref_err = evaluate(m, X, y, loss_function("cross_entropy", 3))
+        assert loss[r] == pytest.approx(ref_loss, rel=1e-6) and err[r] == pytest.approx(ref_err)

@@ -141,7 +141,7 @@ def evaluate_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, loss_name
         yb = y[i:i + batch_size]
         total += replica_losses(loss_name, out, yb.expand(ens.size, *yb.shape), n_classes).double() * len(yb)
         if classify:
-            wrong += (out.argmax(-1) != yb).sum(-1).double()
+            wrong += (out.max(-1).indices != yb).sum(-1).double()  # max: first index of ties, like argmax
     n = max(len(X), 1)
     return (total / n).numpy(), ((wrong / n).numpy() if classify else np.full(ens.size, np.nan))
 
