@@ -155,8 +155,8 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
 
     ``data_seeds=None`` shares one data order (``cfg.seed``) among replicas; a list gives replica r the
     order of ``cfg.seed = data_seeds[r]``. ``workers > 1`` runs the ensemble on that many torch threads
-    (its batched ops split across cores; on 2 cores this beat two half-ensembles in Python threads or
-    processes for every size measured, see :mod:`overparam.train.parallel`); every replica follows the same
+    (its batched ops split across cores; on 2 cores this matched or beat two half-ensembles in Python
+    threads or processes at every size measured, see the README); every replica follows the same
     trajectory either way.
     """
     models = [seeded(build, s) for s in seeds]
