@@ -79,6 +79,18 @@ def test_engine_uses_the_fused_step_for_relu_mlps(monkeypatch):
     assert len(calls) == 2  # tanh goes through autograd
 
 
+def test_gradient_hooks_on_the_stack_keep_the_autograd_path():
+    from overparam.train.ensemble import fit_ensemble
+    X, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    ens = Ensemble([seeded(lambda: MLP(4, [5], 3), s) for s in range(2)])
+    before = ens.params["net.0.weight"].detach().clone()
+    before_out = ens.params["net.2.weight"].detach().clone()
+    ens.params["net.0.weight"].register_hook(lambda g: torch.zeros_like(g))   # freeze the first layer
+    fit_ensemble(ens, X, y, TrainConfig(optimizer="sgd", lr=0.1, batch_size=10, epochs=2), n_classes=3)
+    assert torch.equal(ens.params["net.0.weight"].detach(), before)
+    assert not torch.equal(ens.params["net.2.weight"].detach(), before_out)   # the rest trained
+
+
 @pytest.mark.parametrize("activation, regression", [("relu", True), ("tanh", False)])
 def test_regression_and_autograd_fallback_follow_sequential_training(activation, regression):
     g = torch.Generator().manual_seed(0)

@@ -77,6 +77,9 @@ def test_masks_stay_applied_in_the_ensemble_engine():
     for r in range(3):
         for n, m in per[r].items():
             assert torch.all(ens.params[n][r][~m] == 0.0)
+            # the last step's gradients were masked too (also on the engine's hand-derived MLP path)
+            assert torch.all(ens.params[n].grad[r][~m] == 0.0)
+        assert sum(float(ens.params[n].grad[r][m].abs().sum()) for n, m in per[r].items()) > 0
     assert set(tr.snapshots) == {0, 7}
     # the snapshot after 7 steps is exactly the state of a 7-step run
     ens7 = Ensemble([_net(s) for s in range(3)])

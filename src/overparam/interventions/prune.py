@@ -31,7 +31,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from overparam.models import seeded
 from overparam.train import Diverged, Ensemble, EnsembleHistory, History, TrainConfig, evaluate_ensemble, train
@@ -176,6 +176,12 @@ def after_each_step(target, fn: Callable[[int], None]) -> Iterator[None]:
     Uses PyTorch's global optimizer step post-hook, filtered to optimizers that hold these tensors, so an
     unchanged trainer (``train``, ``fit_ensemble``) gets an after-step hook. Removed on exit.
     """
+    with _each_step(target, fn, register_optimizer_step_post_hook):
+        yield
+
+
+@contextmanager
+def _each_step(target, fn: Callable[[int], None], register) -> Iterator[None]:
     ids = {id(p) for p in _params(target).values()}
     count = [0]
 
@@ -184,7 +190,7 @@ def after_each_step(target, fn: Callable[[int], None]) -> Iterator[None]:
             count[0] += 1
             fn(count[0])
 
-    handle = register_optimizer_step_post_hook(hook)
+    handle = register(hook)
     try:
         yield
     finally:
@@ -197,21 +203,24 @@ def enforce_masks(target, masks: Mapping[str, torch.Tensor],
     """Keep ``masks`` applied while training ``target`` (a module, or ``Ensemble.params`` with stacked masks).
 
     Entries outside the mask are set to 0 -- or to ``held[name]``, e.g. frozen values of the weights outside a
-    ticket -- before training, their gradients are zeroed, and they are reset after each optimizer step, so
-    they are exactly 0 (or exactly ``held``) whatever the optimizer, momentum or weight decay.
+    ticket -- before training, their gradients are zeroed just before each optimizer step, and they are reset
+    after it, so they are exactly 0 (or exactly ``held``) whatever the optimizer, momentum or weight decay.
+    Both happen in optimizer step hooks, so they hold for any trainer that steps a torch optimizer, whether its
+    gradients come from autograd or not (the ensemble engine's MLP fast path computes them by hand).
     """
     params = _params(target)
     masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
     held = {n: h.detach().clone() for n, h in (held or {}).items()}
     apply_masks(params, masks, held)
-    handles = [params[n].register_hook(lambda g, m=m: g * m.to(g.dtype)) for n, m in masks.items()
-               if params[n].requires_grad]
-    try:
-        with after_each_step(params, lambda step: apply_masks(params, masks, held)):
-            yield
-    finally:
-        for h in handles:
-            h.remove()
+
+    def zero_masked_gradients(step: int) -> None:
+        for n, m in masks.items():
+            if params[n].grad is not None:
+                params[n].grad.mul_(m.to(params[n].grad.dtype))
+
+    with (_each_step(params, zero_masked_gradients, register_optimizer_step_pre_hook),
+          after_each_step(params, lambda step: apply_masks(params, masks, held))):
+        yield
 
 
 def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor,

@@ -200,9 +200,11 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
         return loss_fn(functional_call(ens.base, (p, b), (xb,)), yb)
 
     # ReLU MLPs train through a hand-derived step (diverged replicas' gradients are garbage there, but
-    # their parameters are restored after every step like below)
+    # their parameters are restored after every step like below). Gradient hooks registered on the stacked
+    # parameters (Tensor.register_hook) need autograd, so they keep the autograd path.
+    hooked = any(getattr(p, "_backward_hooks", None) for p in ens.params.values())
     fused = (StackedMLPStep(ens.params, [(w, b) for w, b, _ in ens._mlp_layers], cfg.loss, n_classes)
-             if ens._mlp_layers is not None and fused_supports(ens._template, cfg.loss) else None)
+             if ens._mlp_layers is not None and fused_supports(ens._template, cfg.loss) and not hooked else None)
     if ens._mlp_layers is not None:
         def batched_loss(params, buffers, xb, yb):
             out = ens.forward(xb, shared)
