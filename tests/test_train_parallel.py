@@ -6,7 +6,7 @@ import torch
 
 from overparam.models import MLP
 from overparam.train import TrainConfig, train_ensemble
-from overparam.train.parallel import CORES_ENV, available_cores, run_jobs
+from overparam.train.parallel import CORES_ENV, ThreadTuner, available_cores, run_jobs
 from overparam.train.widths import train_mlp_widths
 
 
@@ -89,3 +89,51 @@ def test_width_groups_in_worker_processes_equal_one_worker():
         for r in range(2):
             for p, q in zip(two[h].models[r].parameters(), one[h].models[r].parameters()):
                 torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+class _FakeClock:
+    """A clock under which a step takes ``cost[threads]`` seconds."""
+
+    def __init__(self, cost):
+        self.cost, self.now = cost, 0.0
+
+    def __call__(self):
+        return self.now
+
+    def run(self, tuner, steps, start=0):
+        used = []
+        for i in range(start, start + steps):
+            with tuner.step(i):
+                used.append(torch.get_num_threads())
+                self.now += self.cost[torch.get_num_threads()]
+        return used
+
+
+@pytest.mark.parametrize("cost, settled", [({2: 1.0, 1: 1.5}, 2),     # idle cores: two threads win
+                                           ({2: 3.0, 1: 1.0}, 1)])    # busy machine: one thread wins
+def test_thread_tuner_keeps_the_faster_setting(cost, settled):
+    before = torch.get_num_threads()
+    clock = _FakeClock(cost)
+    with ThreadTuner(2, window=3, every=20, clock=clock) as tuner:
+        used = clock.run(tuner, 40)
+    assert torch.get_num_threads() == before
+    assert used[:6] == [2] * 6 and used[6:9] == [1] * 3          # warm-up, time 2 threads, time 1 thread
+    assert set(used[9:20]) == {settled} and tuner.history == [settled, settled]
+    assert used[23:26] == [2] * 3 and used[26:29] == [1] * 3      # measured again after `every` steps
+
+
+def test_thread_tuner_follows_a_change_of_load():
+    clock = _FakeClock({2: 1.0, 1: 1.5})
+    with ThreadTuner(2, window=2, every=10, clock=clock) as tuner:
+        clock.run(tuner, 10)
+        clock.cost = {2: 4.0, 1: 1.5}                                 # the machine got busy
+        used = clock.run(tuner, 20, start=10)                         # steps 10..29
+    assert tuner.history == [2, 1, 1] and set(used[6:10]) == {1} and set(used[16:20]) == {1}
+
+
+def test_one_worker_leaves_torch_threads_alone():
+    before = torch.get_num_threads()
+    with ThreadTuner(1) as tuner:
+        for i in range(30):
+            with tuner.step(i):
+                assert torch.get_num_threads() == before

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,7 +25,7 @@ from overparam.models import MLP, seeded
 from overparam.train.fused import StackedMLPStep
 from overparam.train.fused import supports as fused_supports
 from overparam.train.loop import TrainConfig, _schedule, loss_function, make_optimizer
-from overparam.train.parallel import keep_freed_memory, torch_threads
+from overparam.train.parallel import ThreadTuner, keep_freed_memory
 from overparam.train.progress import SILENT, Progress
 
 
@@ -162,8 +161,7 @@ def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Te
     """
     models = [seeded(build, s) for s in seeds]
     ens = Ensemble(models, getattr(torch, cfg.dtype))
-    with torch_threads(workers) if workers > 1 else nullcontext():
-        return ens, fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, data_seeds, progress, desc)
+    return ens, fit_ensemble(ens, X, y, cfg, X_test, y_test, n_classes, data_seeds, progress, desc, workers)
 
 
 def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -174,8 +172,13 @@ def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                  X_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
                  n_classes: int | None = None, data_seeds: list[int] | None = None,
-                 progress: Progress = SILENT, desc: str = "ensemble") -> EnsembleHistory:
-    """Train an existing :class:`Ensemble` in place (see :func:`train_ensemble`)."""
+                 progress: Progress = SILENT, desc: str = "ensemble", workers: int = 1) -> EnsembleHistory:
+    """Train an existing :class:`Ensemble` in place (see :func:`train_ensemble`).
+
+    ``workers > 1``: the steps run on that many torch threads, or on one when timing finds that faster
+    (a busy machine; :class:`overparam.train.parallel.ThreadTuner`). ``workers=1`` leaves torch's thread
+    count as it is.
+    """
     keep_freed_memory()
     dtype = getattr(torch, cfg.dtype)
     R = ens.size
@@ -229,42 +232,44 @@ def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConf
             getattr(hist, key).append(value)
 
     record(0)
-    with progress.bar(total, desc) as bar:
+    with progress.bar(total, desc) as bar, ThreadTuner(workers) as tuner:
         for step in range(total):
-            k = step % per_epoch
-            if k == 0:
-                orders = torch.stack([torch.randperm(n, generator=g) if batch < n else torch.arange(n)
-                                      for g in gens])
-            idx = orders[0, k * batch:(k + 1) * batch] if shared else orders[:, k * batch:(k + 1) * batch]
-            xb, yb = _rows(X, idx), _rows(y, idx)
-            if fused is not None:  # forward, losses and gradients in one hand-derived pass
-                if shared:
-                    xb, yb = xb.flatten(1).expand(R, -1, -1), yb.expand(R, *yb.shape)
-                losses = fused.step(xb, yb)
-            else:
-                losses = batched_loss(ens.params, ens.buffers, xb, yb)
-            finite = torch.isfinite(losses.detach())
-            if not bool(finite.all()):
-                bad = alive & ~finite
-                if bad.any():
-                    diverged_at[bad.numpy()] = step
-                    alive &= ~bad
-                    all_alive = False
-                    if not alive.any():
-                        break
-            if fused is None:
-                opt.zero_grad(set_to_none=True)
-                (losses.sum() if all_alive else torch.where(alive, losses, torch.zeros_like(losses)).sum()).backward()
-            for name, mask in ens.masks.items():
-                ens.params[name].grad.mul_(mask)
-            frozen = None if all_alive else {name: p.detach()[~alive].clone() for name, p in ens.params.items()}
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if frozen is not None:  # diverged replicas stay where they stopped
-                with torch.no_grad():
-                    for name, p in ens.params.items():
-                        p[~alive] = frozen[name]
+            with tuner.step(step):  # on all workers, or on one thread when that is faster
+                k = step % per_epoch
+                if k == 0:
+                    orders = torch.stack([torch.randperm(n, generator=g) if batch < n else torch.arange(n)
+                                          for g in gens])
+                idx = orders[0, k * batch:(k + 1) * batch] if shared else orders[:, k * batch:(k + 1) * batch]
+                xb, yb = _rows(X, idx), _rows(y, idx)
+                if fused is not None:  # forward, losses and gradients in one hand-derived pass
+                    if shared:
+                        xb, yb = xb.flatten(1).expand(R, -1, -1), yb.expand(R, *yb.shape)
+                    losses = fused.step(xb, yb)
+                else:
+                    losses = batched_loss(ens.params, ens.buffers, xb, yb)
+                finite = torch.isfinite(losses.detach())
+                if not bool(finite.all()):
+                    bad = alive & ~finite
+                    if bad.any():
+                        diverged_at[bad.numpy()] = step
+                        alive &= ~bad
+                        all_alive = False
+                        if not alive.any():
+                            break
+                if fused is None:
+                    opt.zero_grad(set_to_none=True)
+                    total_loss = losses.sum() if all_alive else torch.where(alive, losses, 0.0).sum()
+                    total_loss.backward()
+                for name, mask in ens.masks.items():
+                    ens.params[name].grad.mul_(mask)
+                frozen = None if all_alive else {name: p.detach()[~alive].clone() for name, p in ens.params.items()}
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                if frozen is not None:  # diverged replicas stay where they stopped
+                    with torch.no_grad():
+                        for name, p in ens.params.items():
+                            p[~alive] = frozen[name]
             bar.update(1)
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 record(step + 1)

@@ -14,6 +14,7 @@ many workers ran them.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -71,6 +72,61 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class ThreadTuner:
+    """Runs a repeated step on ``n`` or on 1 torch thread, whichever the last timing found faster.
+
+    On idle cores a stacked ensemble's step is ~1.5x faster on 2 threads than on 1; on a busy machine
+    torch's threads wait on each other at every op and the same step gets ~3x *slower* than on 1 thread.
+    So the tuner times ``window`` steps on each setting (after ``window`` warm-up steps) and keeps the
+    faster, and measures again every ``every`` steps in case the load changed. Results do not depend on
+    the thread count (tests/test_train_parallel.py). Use it as a context (it restores torch's thread
+    count on exit) and wrap step i in ``with tuner.step(i): ...``.
+    """
+
+    def __init__(self, n: int, window: int = 8, every: int = 400, clock: Callable[[], float] = time.perf_counter):
+        self.n, self.window, self.every, self.clock = max(1, int(n)), window, every, clock
+        self.choice = self.n
+        self.seconds = {self.n: 0.0, 1: 0.0}
+        self.history: list[int] = []   # the choice after each measurement
+        self._before = torch.get_num_threads()
+
+    def __enter__(self) -> "ThreadTuner":
+        self._before = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self._before)
+
+    def _threads_for(self, i: int) -> int | None:
+        """The thread count step i must time on (None: not a timed step)."""
+        phase = i % self.every
+        if phase < self.window:
+            return None                   # warm-up (first window) or the settled choice
+        if phase < 2 * self.window:
+            return self.n
+        if phase < 3 * self.window:
+            return 1
+        return None
+
+    @contextmanager
+    def step(self, i: int) -> Iterator[None]:
+        if self.n == 1:
+            yield
+            return
+        timed = self._threads_for(i)
+        torch.set_num_threads(timed or (self.n if i < self.window else self.choice))
+        start = self.clock()
+        try:
+            yield
+        finally:
+            if timed is not None:
+                self.seconds[timed] += self.clock() - start
+                if i % self.every == 3 * self.window - 1:   # both settings timed: choose
+                    self.choice = self.n if self.seconds[self.n] <= self.seconds[1] else 1
+                    self.history.append(self.choice)
+                    self.seconds = {self.n: 0.0, 1: 0.0}
 
 
 def single_threaded_torch():
