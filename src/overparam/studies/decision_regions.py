@@ -23,9 +23,9 @@ from overparam.data import corrupt, load_dataset
 from overparam.measure.regions import classify_grid, count_regions
 from overparam.models import MLP, mlp_parameter_count, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.interventions.prune import after_each_step
 from overparam.train import Diverged, Ensemble, TrainConfig
-from overparam.train.ensemble import replica_losses
-from overparam.train.loop import make_optimizer
+from overparam.train.ensemble import fit_ensemble
 
 MARTINELLI = ("Martinelli et al., 'Puzzling success of overparameterization: lottery tickets or escape "
               "dimensions?' (EPFL), decision-region discussion")
@@ -99,34 +99,32 @@ def train_and_count(cfg, X, y, n_classes: int, width: int, extent, seeds: list[i
     """
     hidden = [width] * cfg.depth
     ens = Ensemble([seeded(lambda: MLP(2, hidden, n_classes), s) for s in seeds])
-    tcfg = TrainConfig(optimizer="adam", lr=cfg.lr, steps=int(steps_at[-1]))
-    opt = make_optimizer(tcfg, list(ens.params.values()))
+    total = int(steps_at[-1])
+    tcfg = TrainConfig(optimizer="adam", lr=cfg.lr, steps=total, batch_size=len(X), eval_every=10**12)
     R = len(seeds)
-    yy = y.expand(R, -1)
     counts = np.zeros((len(steps_at), R, n_classes), dtype=np.int64)
     err = np.zeros((len(steps_at), R))
     grids = [] if keep_grids else None
-    j = 0
-    with progress.bar(int(steps_at[-1]), desc) as bar:
-        for step in range(int(steps_at[-1]) + 1):
-            if step == steps_at[j]:
-                lab = classify_grid(ens.forward, extent, cfg.resolution)
-                for r in range(R):
-                    counts[j, r] = count_regions(lab[r], n_classes, cfg.connectivity, cfg.min_pixels).counts
-                with torch.no_grad():
-                    err[j] = (ens.forward(X).argmax(-1) != y).double().mean(1).numpy()
-                if keep_grids:
-                    grids.append(lab.astype(np.uint8))
-                j += 1
-                if j == len(steps_at):
-                    break
-            losses = replica_losses("cross_entropy", ens.forward(X), yy, n_classes)
-            if not torch.isfinite(losses).all():
-                raise Diverged(f"width {width} diverged at step {step} (lr={cfg.lr}); lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            opt.step()
-            bar.update(1)
+    snapshot_index = {int(s): j for j, s in enumerate(steps_at)}
+
+    def snapshot(step: int) -> None:
+        j = snapshot_index.get(step)
+        if j is None:
+            return
+        lab = classify_grid(ens.forward, extent, cfg.resolution)
+        for r in range(R):
+            counts[j, r] = count_regions(lab[r], n_classes, cfg.connectivity, cfg.min_pixels).counts
+        with torch.no_grad():
+            err[j] = (ens.forward(X).argmax(-1) != y).double().mean(1).numpy()
+        if keep_grids:
+            grids.append(lab.astype(np.uint8))
+
+    snapshot(0)
+    with after_each_step(ens.params, snapshot):   # the ensemble engine, with a hook after every step
+        hist = fit_ensemble(ens, X, y, tcfg, n_classes=n_classes, progress=progress, desc=desc)
+    if hist.diverged.any():
+        raise Diverged(f"width {width} diverged at step {int(hist.diverged_at.max())} (lr={cfg.lr}); "
+                       "lower the learning rate")
     return counts, err, (np.stack(grids) if keep_grids else None)
 
 
