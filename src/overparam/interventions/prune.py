@@ -31,11 +31,11 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from overparam.models import seeded
 from overparam.train import Diverged, Ensemble, EnsembleHistory, History, TrainConfig, evaluate_ensemble, train
 from overparam.train.ensemble import fit_ensemble
+from overparam.train.hooks import after_each_step, before_each_step, parameters_of as _params
 from overparam.train.progress import SILENT, Progress
 
 Masks = dict[str, torch.Tensor]
@@ -43,11 +43,6 @@ SCOPES = ("global", "layerwise")
 
 
 # ----------------------------------------------------------------------------------------------- masks
-
-def _params(target) -> dict[str, torch.Tensor]:
-    """Parameters by name of a module, or a dict of tensors as it is (e.g. ``Ensemble.params``)."""
-    return dict(target.named_parameters()) if isinstance(target, nn.Module) else dict(target)
-
 
 def prunable_names(model: nn.Module, include_bias: bool = False) -> list[str]:
     """Names of the weight matrices/kernels (ndim >= 2); biases and other vectors only if ``include_bias``."""
@@ -170,34 +165,6 @@ def unstack_masks(stacked: Mapping[str, torch.Tensor], r: int) -> Masks:
 # ------------------------------------------------------------------------------ keeping masks applied
 
 @contextmanager
-def after_each_step(target, fn: Callable[[int], None]) -> Iterator[None]:
-    """Call ``fn(step)`` (1, 2, ...) after every optimizer step taken on ``target``'s parameters.
-
-    Uses PyTorch's global optimizer step post-hook, filtered to optimizers that hold these tensors, so an
-    unchanged trainer (``train``, ``fit_ensemble``) gets an after-step hook. Removed on exit.
-    """
-    with _each_step(target, fn, register_optimizer_step_post_hook):
-        yield
-
-
-@contextmanager
-def _each_step(target, fn: Callable[[int], None], register) -> Iterator[None]:
-    ids = {id(p) for p in _params(target).values()}
-    count = [0]
-
-    def hook(optimizer, args, kwargs):
-        if any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
-            count[0] += 1
-            fn(count[0])
-
-    handle = register(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
 def enforce_masks(target, masks: Mapping[str, torch.Tensor],
                   held: Mapping[str, torch.Tensor] | None = None) -> Iterator[None]:
     """Keep ``masks`` applied while training ``target`` (a module, or ``Ensemble.params`` with stacked masks).
@@ -218,7 +185,7 @@ def enforce_masks(target, masks: Mapping[str, torch.Tensor],
             if params[n].grad is not None:
                 params[n].grad.mul_(m.to(params[n].grad.dtype))
 
-    with (_each_step(params, zero_masked_gradients, register_optimizer_step_pre_hook),
+    with (before_each_step(params, zero_masked_gradients),
           after_each_step(params, lambda step: apply_masks(params, masks, held))):
         yield
 

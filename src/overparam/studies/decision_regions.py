@@ -23,9 +23,9 @@ from overparam.data import corrupt, load_dataset
 from overparam.measure.regions import classify_grid, count_regions
 from overparam.models import MLP, mlp_parameter_count, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
-from overparam.interventions.prune import after_each_step
 from overparam.train import Diverged, Ensemble, TrainConfig
 from overparam.train.ensemble import fit_ensemble
+from overparam.train.hooks import after_each_step
 
 MARTINELLI = ("Martinelli et al., 'Puzzling success of overparameterization: lottery tickets or escape "
               "dimensions?' (EPFL), decision-region discussion")
