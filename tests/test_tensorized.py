@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from overparam.config import ConfigError, resolve_config
-from overparam.models import MLP
+from overparam.models import MLP, count_parameters
 from overparam.models.tt import TTLinear
 from overparam.studies import base
 from overparam.studies import tensorized as tz
@@ -39,14 +39,14 @@ def test_hidden_modes_and_counts_by_hand():
     net = tz.tt_mlp(64, 256, 2, 10, 3, 2)
     # layer 1 (4,4,4)->(8,8,4) r=2: 1*4*8*2 + 2*4*8*2 + 2*4*4*1 = 64+128+32 = 224, bias 256
     # layer 2 (8,8,4)->(8,8,4) r=2: 1*8*8*2 + 2*8*8*2 + 2*4*4 = 128+256+32 = 416, bias 256; output 256*10+10
-    assert tz.net_params(net) == 224 + 256 + 416 + 256 + 2570
+    assert count_parameters(net, trainable_only=False) == 224 + 256 + 416 + 256 + 2570
     tts = [m for m in net if isinstance(m, TTLinear)]
     assert tz.net_flops(net) == tts[0].flops() + tts[1].flops() + 2560
     # layer 1 flops: 1*(16)*1*4*8*2 + 8*4*2*4*8*2 + 64*1*2*4*4*1 = 1024 + 4096 + 2048
     assert tts[0].flops() == 1024 + 4096 + 2048
     dense = MLP(64, [256, 256], 10)
     assert tz.net_flops(dense) == 64 * 256 + 256 * 256 + 2560
-    assert tz.net_params(dense) == 64 * 256 + 256 + 256 * 256 + 256 + 2570
+    assert count_parameters(dense, trainable_only=False) == 64 * 256 + 256 + 256 * 256 + 256 + 2570
 
 
 def test_compress_mlp_at_full_rank_is_the_dense_net():
@@ -57,7 +57,7 @@ def test_compress_mlp_at_full_rank_is_the_dense_net():
     torch.testing.assert_close(comp(x), dense(x), rtol=1e-10, atol=1e-10)
     low = tz.compress_mlp(dense, 2, 1)
     assert all(t.ranks == [1, 1, 1] for t in low if isinstance(t, TTLinear))
-    assert tz.net_params(low) < tz.net_params(dense)
+    assert count_parameters(low, trainable_only=False) < count_parameters(dense, trainable_only=False)
 
 
 def _synthetic(scratch, svd, ft, dense=0.97, ranks=(1, 2, 4, 8), params=(3000, 4000, 5000, 10000), seeds=2):

@@ -34,6 +34,7 @@ def run(args, store) -> int:
     import torch
 
     from overparam.measure.interpolate import interpolate
+    from overparam.models import count_parameters
     from overparam.usermodel import UserModelError, check_forward
 
     if args.steps < 2:
@@ -51,7 +52,7 @@ def run(args, store) -> int:
     result = {
         "model": args.model, "weights": args.weights, "model_b": spec_b, "weights_b": args.weights_b,
         "data": args.data, "loss_fn": args.loss, "dtype": args.dtype, "bn": res.bn,
-        "n_params": int(sum(p.numel() for p in model_a.parameters() if p.requires_grad)), "n_examples": int(len(X)),
+        "n_params": count_parameters(model_a), "n_examples": int(len(X)),
         "loss_a": float(res.loss[i0]), "loss_b": float(res.loss[i1]),
         "error_a": float(res.error[i0]), "error_b": float(res.error[i1]),
         "loss_barrier": res.loss_barrier, "error_barrier": res.error_barrier, "barrier_alpha": res.barrier_alpha,

@@ -37,6 +37,7 @@ def run(args, store) -> int:
     import torch
 
     from overparam.measure.landscape import landscape
+    from overparam.models import count_parameters
     from overparam.usermodel import UserModelError
 
     if args.steps < 2:
@@ -59,7 +60,7 @@ def run(args, store) -> int:
     i_min = divmod(int(res.loss.argmin()), args.steps) if args.dims == 2 else (int(res.loss.argmin()),)
     result = {
         "model": args.model, "weights": args.weights, "data": args.data, "loss_fn": args.loss, "dtype": args.dtype,
-        "n_params": int(sum(p.numel() for p in model.parameters() if p.requires_grad)), "n_examples": int(len(X)),
+        "n_params": count_parameters(model), "n_examples": int(len(X)),
         "dims": res.dims, "directions": res.kind, "ignore": args.ignore, "span": args.span, "steps": args.steps,
         "seed": args.seed, "center_loss": res.center_loss, "min_loss": float(res.loss.min()),
         "max_loss": float(res.loss.max()), "argmin": [float(res.alphas[i_min[0]])]

@@ -34,10 +34,11 @@ def run(args, store) -> int:
     import torch
 
     from overparam.measure.sharpness import sharpness
+    from overparam.models import count_parameters
     from overparam.usermodel import UserModelError
 
     model, X, y = load_inputs(args)
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params = count_parameters(model)
     if args.subspace is not None and args.subspace > n_params:
         raise UserModelError(f"--subspace {args.subspace} exceeds the model's {n_params} parameters")
     with measuring("sharpness"):

@@ -67,8 +67,9 @@ def load_inputs(args):
 
 
 def threads(args, model) -> int | None:
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return args.threads or (1 if n < 20_000 else None)
+    from overparam.models import count_parameters
+
+    return args.threads or (1 if count_parameters(model) < 20_000 else None)
 
 
 def measuring(what: str):

@@ -39,6 +39,7 @@ from torch import nn
 from torch.func import functional_call
 
 from overparam.measure.data import iter_batches
+from overparam.train.parallel import torch_threads
 
 LossLike = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES = ("cross_entropy", "mse")
@@ -111,20 +112,6 @@ def _stream(data, batch_size: int, dtype: torch.dtype):
             yield from iter_batches((X[i:i + batch_size], Y[i:i + batch_size]), batch_size, dtype)
     else:
         yield from iter_batches(data, batch_size, dtype)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Small models run faster on one thread (per-op overhead dominates); the caller's setting is restored."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class _BatchGraph:

@@ -33,7 +33,8 @@ from torch.func import functional_call
 
 from overparam.measure.data import iter_batches
 from overparam.measure.hessian import hessian_eigs
-from overparam.measure.hessian_operator import resolve_loss, torch_threads
+from overparam.measure.hessian_operator import resolve_loss
+from overparam.train.parallel import torch_threads
 
 MODES = ("eval", "train")
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from overparam.memory.layers import HopfieldAttractor, KWinners
+from overparam.models import count_parameters
 
 def ternarize(a: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Forward: sign(a) where |a| > threshold, else 0 (responses in {0, +-1}). Backward: straight-through
@@ -116,4 +117,4 @@ def nonzero_parameters(model: nn.Module) -> int:
 
 
 def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return count_parameters(model)

@@ -26,7 +26,7 @@ import torch
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
 from overparam.measure import interpolate, landscape, sharpness
-from overparam.models import MLP, seeded
+from overparam.models import MLP, count_parameters, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
 from overparam.train import Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import Fitted, train_to_target
@@ -129,7 +129,7 @@ def run(cfg: BatchSizeConfig, ctx: RunContext) -> StudyResult:
     sols = {"sb": sb.models, "lb": lb.models, "lbsb": lbsb.models}
     per = {k: {"train_loss": [], "train_error": [], "test_loss": [], "test_error": [], "sharpness": [],
                "top_eig": []} for k in sols}
-    n_params = sum(p.numel() for p in sb.models[0].parameters())
+    n_params = count_parameters(sb.models[0], trainable_only=False)
     sub = min(cfg.subspace, n_params) if cfg.subspace else None
     bar = ctx.progress.bar(3 * cfg.seeds, "batch-size: sharpness + top Hessian eigenvalue")
     with bar as b:

@@ -39,12 +39,12 @@ import torch
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.measure import hessian_eigs, hessian_index
-from overparam.measure.hessian_operator import torch_threads
 from overparam.measure.sharpness import FlatLoss
 from overparam.models import MLP, mlp_parameter_count, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged, TrainConfig, train_ensemble
 from overparam.train.ensemble import Ensemble, fit_ensemble
+from overparam.train.parallel import torch_threads
 
 SAFRAN = ("Safran & Shamir 2018 (ICML, arXiv 1712.08968), Sec. 4: spurious local minima of 2-layer ReLU "
           "teacher-student nets at the teacher's width; 'mild over-parameterization appears to drastically "

@@ -23,9 +23,9 @@ from torch import nn
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.measure.hessian import hessian_eigs
-from overparam.measure.hessian_operator import torch_threads
 from overparam.models import MLP
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.train.parallel import torch_threads
 
 SAGUN16 = "Sagun, Bottou & LeCun 2016 (arXiv 1611.07476), Sec. 3 (top eigenvalue over many initializations)"
 CHIANI = "Chiani 2014, J. Multivariate Anal. 129 (gamma approximation of Tracy-Widom)"

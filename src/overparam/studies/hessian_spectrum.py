@@ -27,7 +27,6 @@ import torch
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
-from overparam.measure.hessian_operator import torch_threads
 from overparam.measure.hessian import (
     GaussNewtonOperator,
     HessianOperator,
@@ -38,6 +37,7 @@ from overparam.measure.hessian import (
 from overparam.models import MLP, seeded
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged, TrainConfig, train
+from overparam.train.parallel import torch_threads
 
 SAGUN16 = "Sagun, Bottou & LeCun 2016 (arXiv 1611.07476), Sec. 3, Figs. 1-3"
 SAGUN17 = "Sagun et al. 2017 (arXiv 1706.04454), Sec. 3-4"

@@ -34,10 +34,10 @@ import torch
 from torch.func import grad, hessian, vmap
 
 from overparam.config import ConfigError, StudyConfig, param
-from overparam.measure.hessian_operator import torch_threads
 from overparam.models import mlp_parameter_count
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged
+from overparam.train.parallel import torch_threads
 
 DAUPHIN = ("Dauphin et al. 2014 (NIPS), Sec. 4 and Fig. 1(e,f) (arXiv 1406.2572; Fig. 2 of arXiv 1405.4604): "
            "index vs training error at critical points found by Newton's method")

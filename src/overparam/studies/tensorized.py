@@ -25,7 +25,7 @@ from torch import nn
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
-from overparam.models import MLP
+from overparam.models import MLP, count_parameters
 from overparam.models.tt import TTLinear, factorize
 from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged, Ensemble, TrainConfig, evaluate, loss_function, train_ensemble
@@ -111,10 +111,6 @@ def compress_mlp(mlp: MLP, d: int, rank: int, tt_input: bool = True) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-def net_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def net_flops(model: nn.Module, batch: int = 1) -> int:
     """Forward multiply-adds of the linear maps (TT contractions or dense products); biases/ReLUs not counted."""
     total = 0
@@ -196,9 +192,9 @@ def run(cfg: TensorizedConfig, ctx: RunContext) -> StudyResult:
 
     # counts and timings (one seed's architecture; counts do not depend on the weights)
     dense = MLP(n_in, hidden, n_out)
-    d_params, d_flops = net_params(dense), net_flops(dense)
+    d_params, d_flops = count_parameters(dense, trainable_only=False), net_flops(dense)
     nets = [tt_mlp(n_in, cfg.width, cfg.depth, n_out, cfg.modes, r, cfg.init, cfg.tt_input) for r in cfg.ranks]
-    params = np.array([net_params(m) for m in nets])
+    params = np.array([count_parameters(m, trainable_only=False) for m in nets])
     flops = np.array([net_flops(m) for m in nets])
     Xt, yt = data.X_train.float(), data.y_train
     dense_times = time_model(dense, Xt, yt, cfg.batch_size, cfg.time_reps)

@@ -64,8 +64,14 @@ def available_cores() -> int:
 
 
 @contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside the block, restored after."""
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (``None``: left as they are), restored after.
+
+    Small models run faster on one thread (per-op overhead dominates).
+    """
+    if n is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, int(n)))
     try:
@@ -90,7 +96,6 @@ class ThreadTuner:
         self.choice = self.n
         self.seconds = {self.n: 0.0, 1: 0.0}
         self.history: list[int] = []   # the choice after each measurement
-        self._before = torch.get_num_threads()
 
     def __enter__(self) -> "ThreadTuner":
         self._before = torch.get_num_threads()
@@ -129,11 +134,6 @@ class ThreadTuner:
                     self.seconds = {self.n: 0.0, 1: 0.0}
 
 
-def single_threaded_torch():
-    """torch's intra-op threads set to 1 inside the block, restored after."""
-    return torch_threads(1)
-
-
 def pin_to_cores(cores: int) -> None:
     """Keep this worker (process) within ``cores`` cores: torch's threads, and ``$OVERPARAM_CORES`` for
     any parallelism of its own."""
@@ -168,7 +168,7 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[
                                    initializer=pin_to_cores, initargs=(1,))
     else:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overparam")
-    with single_threaded_torch(), pool:
+    with torch_threads(1), pool:
         futures = {pool.submit(jobs[i]): i for i in order}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
