@@ -63,6 +63,12 @@ def step_macs(in_dim: int, width: int, out_dim: int, depth: int) -> int:
     return in_dim * width + (depth - 1) * width * width + width * out_dim
 
 
+def group_cost(n_widths: int, widest: int, replicas: int, batch: int, in_dim: int, out_dim: int, depth: int,
+               overhead: float = STEP_OVERHEAD_MACS) -> float:
+    """Multiply-adds of one step of a group: its fixed overhead plus its networks padded to the widest."""
+    return overhead + n_widths * replicas * batch * step_macs(in_dim, widest, out_dim, depth)
+
+
 def group_widths(widths: list[int], replicas: int, in_dim: int, out_dim: int, depth: int,
                  overhead: float = STEP_OVERHEAD_MACS, batch: int = 100) -> list[list[int]]:
     """Split sorted widths into contiguous groups minimizing sum(overhead + padded compute of a batch)."""
@@ -72,7 +78,7 @@ def group_widths(widths: list[int], replicas: int, in_dim: int, out_dim: int, de
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):
-            cost = best[i] + overhead + (j - i) * replicas * batch * step_macs(in_dim, ws[j - 1], out_dim, depth)
+            cost = best[i] + group_cost(j - i, ws[j - 1], replicas, batch, in_dim, out_dim, depth, overhead)
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     groups, j = [], n
@@ -136,8 +142,7 @@ def train_mlp_widths(in_dim: int, widths: list[int], out_dim: int, seeds: dict[i
                          if pads and activation != "relu" else None)
         return members, models, stacked_masks
 
-    costs = [STEP_OVERHEAD_MACS + len(group) * replicas * batch * step_macs(in_dim, max(group), out_dim, depth)
-             for group in groups]
+    costs = [group_cost(len(group), max(group), replicas, batch, in_dim, out_dim, depth) for group in groups]
     if processes is None:  # worth a process pool's start-up when the work is long
         processes = workers > 1 and estimated_seconds(costs, total) > PROCESS_THRESHOLD_SECONDS
     jobs = [partial(_fit_group, group, *prepare(group), X, y, cfg, X_test, y_test, n_classes,
