@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -35,7 +35,7 @@ from torch import nn
 from overparam.models import seeded
 from overparam.train import Diverged, Ensemble, EnsembleHistory, History, TrainConfig, evaluate_ensemble, train
 from overparam.train.ensemble import fit_ensemble
-from overparam.train.hooks import after_each_step, before_each_step, parameters_of as _params
+from overparam.train.hooks import after_each_step, before_each_step, parameters_of
 from overparam.train.progress import SILENT, Progress
 
 Masks = dict[str, torch.Tensor]
@@ -68,7 +68,7 @@ def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
 @torch.no_grad()
 def apply_masks(target, masks: Mapping[str, torch.Tensor], held: Mapping[str, torch.Tensor] | None = None):
     """Set the masked-out entries of ``target``'s parameters to 0 (or to ``held[name]``), in place."""
-    params = _params(target)
+    params = parameters_of(target)
     for name, mask in masks.items():
         p = params[name]
         m = mask.to(device=p.device, dtype=torch.bool)
@@ -129,7 +129,7 @@ def magnitude_prune(weights, masks: Mapping[str, torch.Tensor], fraction: float 
 
     ``weights``: a module or a dict name -> tensor (the trained weights); only the names in ``masks`` are pruned.
     """
-    params = _params(weights)
+    params = parameters_of(weights)
     return _prune({n: params[n].abs() for n in masks}, masks, fraction, scope, layer_fractions)
 
 
@@ -175,7 +175,7 @@ def enforce_masks(target, masks: Mapping[str, torch.Tensor],
     Both happen in optimizer step hooks, so they hold for any trainer that steps a torch optimizer, whether its
     gradients come from autograd or not (the ensemble engine's MLP fast path computes them by hand).
     """
-    params = _params(target)
+    params = parameters_of(target)
     masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
     held = {n: h.detach().clone() for n, h in (held or {}).items()}
     apply_masks(params, masks, held)
@@ -313,7 +313,7 @@ def iterative_magnitude_pruning(build: Callable[[], nn.Module], seed: int, X: to
         if level > 0:
             masks = magnitude_prune(model, masks, fraction, scope, layer_fractions)
             rewind(model, result.rewind_state, masks)
-        with after_each_step(model, keep) if level == 0 and rewind_step > 0 else _nothing():
+        with after_each_step(model, keep) if level == 0 and rewind_step > 0 else nullcontext():
             hist = train_masked(model, masks, X, y, cfg, X_test, y_test, n_classes, progress,
                                 desc=f"IMP round {level}/{rounds}")
         if result.rewind_state is None:
@@ -322,11 +322,6 @@ def iterative_magnitude_pruning(build: Callable[[], nn.Module], seed: int, X: to
                                       hist))
     result.final_model = model
     return result
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 __all__ = ["Masks", "SCOPES", "prunable_names", "dense_masks", "count_kept", "fraction_remaining", "apply_masks",
