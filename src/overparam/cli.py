@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from overparam.commands.argtypes import nonneg_int
+from overparam.commands.argtypes import nonneg_int, seed_count, seed_int
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,7 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable); lists as 1,2,3")
     r.add_argument("--config", metavar="FILE", help="TOML (or JSON) file of config keys")
-    r.add_argument("--seed", type=nonneg_int, help="seed of every random choice")
+    r.add_argument("--seed", type=seed_int, help="seed of every random choice")
     r.add_argument("--data-dir", metavar="DIR", help="folder of user data (e.g. MNIST IDX files) for studies that take it")
     r.add_argument("--force", action="store_true", help="rerun even if this config already finished")
     r.add_argument("--json", action="store_true", help="print one JSON object")
@@ -50,7 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("study")
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                     help="values of one config key (repeatable; the grid is their product)")
-    sw.add_argument("--seeds", type=nonneg_int, default=1, help="seeds 0..N-1 per grid point (default 1)")
+    sw.add_argument("--seeds", type=seed_count, default=1, help="seeds 0..N-1 per grid point (default 1)")
     sw.add_argument("--preset", default="quick")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     sw.add_argument("--config", metavar="FILE")

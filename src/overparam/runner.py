@@ -19,7 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from overparam.data import DataError, check_source  # noqa: E402
 from overparam.config import ConfigError, config_to_dict, fields_of, read_config_file, resolve_config  # noqa: E402
 from overparam.report import write_index, write_run_report  # noqa: E402
 from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for, save_arrays, save_figure  # noqa: E402
@@ -53,13 +52,9 @@ def resolve(study: Study, preset: str = "quick", sets: dict[str, Any] | None = N
             raise ConfigError(f"study {study.name!r} takes no --data-dir (it uses generated data only)")
         sets["data_dir"] = data_dir
     file_values = read_config_file(config_file) if config_file else None
-    cfg = resolve_config(study.config, study.presets, preset, file_values, sets, seed)
-    if getattr(cfg, "data_dir", ""):  # user files must be there before the run is recorded
-        try:
-            check_source(getattr(cfg, "dataset", "npz"), cfg.data_dir)
-        except DataError as exc:
-            raise ConfigError(str(exc)) from None
-    return cfg
+    # The config checks its data keys as it is built (studies.base.check_data_keys): a data_dir must exist,
+    # hold the files of the datasets that read it, and be read by one of them -- before the run is recorded.
+    return resolve_config(study.config, study.presets, preset, file_values, sets, seed)
 
 
 def _seed_everything(seed: int) -> None:

@@ -208,7 +208,10 @@ def _build(name, file, split, X_train, y_train, X_test, y_test, task, n_classes)
 def _features(X: np.ndarray, file: Path) -> torch.Tensor:
     X = np.asarray(X)
     if X.dtype.kind not in "biuf":
-        raise DataError(f"{file}: features must be numbers, got dtype {X.dtype}")
+        raise DataError(f"{file}: features must be real numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise DataError(f"{file}: features hold {int((~np.isfinite(X)).sum())} NaN or inf values; "
+                        "every feature must be a finite number")
     if X.ndim == 1:  # one feature per example, as in 1-D regression
         X = X[:, None]
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))

@@ -98,6 +98,23 @@ def load_mnist(
     return full.subset(n_train, n_test)
 
 
+def mnist_sizes(data_dir: str | Path) -> tuple[int, int]:
+    """(training, test) examples of the MNIST files in ``data_dir``, from the label files' headers alone."""
+    folder = Path(data_dir).expanduser()
+    sizes = []
+    for role in ("train_labels", "test_labels"):
+        path = _find_idx_file(folder, MNIST_FILES[role])
+        try:
+            with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+                header = handle.read(8)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"cannot read {path}: {error}") from None
+        if len(header) < 8 or struct.unpack(">I", header[:4])[0] != LABELS_MAGIC:
+            raise DataError(f"{path.name}: not an IDX label file (magic number 0x{LABELS_MAGIC:08X} expected)")
+        sizes.append(struct.unpack(">I", header[4:8])[0])
+    return sizes[0], sizes[1]
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Any IDX file (plain or .gz) as a numpy array in native byte order."""
     return _parse_idx(_read_bytes(Path(path)), Path(path).name)[1]

@@ -37,6 +37,9 @@ def _regression_targets(y: np.ndarray, source: str) -> torch.Tensor:
         raise DataError(f"{source}: regression targets must be numbers, got values like {y.flat[0]!r}")
     if y.ndim not in (1, 2):
         raise DataError(f"{source}: regression targets must have shape (n,) or (n, k), got {y.shape}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"{source}: regression targets hold {int((~np.isfinite(y)).sum())} NaN or inf values; "
+                        "every target must be a finite number")
     return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
 
 

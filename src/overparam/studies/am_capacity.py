@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.memory import LinearAM, cosine_to_targets, random_patterns, random_targets, theory
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, FLOAT64, RunContext, Study, StudyResult, fmt, register
 
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7)"
 KOHONEN = "Kohonen & Ruohonen 1973 (optimal linear AM); closed forms in overparam.memory.theory"
@@ -49,6 +49,12 @@ class AmCapacityConfig(StudyConfig):
             raise ConfigError("rules: each rule at most once")
         if max(self.gammas) * self.d < 2:
             raise ConfigError("gammas: the largest load must store at least 2 patterns")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The largest load's patterns with the pseudo-inverse's work arrays, and the crosstalk kept."""
+        n = max(1, round(max(self.gammas) * self.d))
+        return {"d or gammas": FLOAT64 * (4 * n * self.d + 3 * n * self.m),
+                "trials": FLOAT64 * self.trials * n * self.m}
 
 
 PRESETS = {

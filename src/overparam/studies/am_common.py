@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from overparam.config import StudyConfig, param
+from overparam.studies.base import MAX_EXAMPLES, data_bytes
 from overparam.data import load_dataset
 
 NOISE_LEVELS = tuple(round(0.05 * i, 2) for i in range(11))
@@ -29,8 +30,11 @@ class NetworkDataConfig(StudyConfig):
 
     dataset: str = param("mnist1d", "training data (digits has 1257 / 540 examples at most)",
                          choices=("mnist1d", "digits"))
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int = param(1000, "test examples", min=50)
+    n_train: int = param(4000, "training examples", min=50, max=MAX_EXAMPLES)
+    n_test: int = param(1000, "test examples", min=50, max=MAX_EXAMPLES)
+
+    def peak_bytes(self) -> dict[str, float]:
+        return data_bytes(self.dataset, self.n_train, self.n_test, copies=3)   # clean, noisy and batched inputs
 
 
 def load_capped(dataset: str, seed: int, n_train: int, n_test: int):

@@ -28,7 +28,7 @@ from overparam.config import ConfigError, param
 from overparam.models import seeded
 from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import NOISE_SOURCE, accuracy, fit, load_capped, noise_robustness, noise_value
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, MAX_EXAMPLES, RunContext, Study, StudyResult, fmt, register
 
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7): under-capacity layers error-correct"
 AHMAD = NOISE_SOURCE
@@ -90,7 +90,7 @@ class AmInNetworksConfig(NetworkDataConfig):
     widths: list[int] = param([8, 16, 32, 64, 128, 256], "hidden widths h of the in-h-h-out MLPs", min=2, max=4096)
     epochs: int = param(40, "training epochs (Adam)", min=1, max=10000)
     lr: float = param(1e-3, "Adam learning rate", min=1e-6, max=1.0)
-    batch_size: int = param(100, "minibatch size", min=1)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
 
     def validate(self) -> None:
         if sorted(self.widths) != list(self.widths) or len(set(self.widths)) != len(self.widths):

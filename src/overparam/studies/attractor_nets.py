@@ -24,7 +24,7 @@ from overparam.memory.nets import AttractorMLP, count
 from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (NOISE_SOURCE, accuracy, fit, load_capped, noise_curve_figure,
                                          noise_robustness, noise_value, replace_entries)
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, MAX_EXAMPLES, RunContext, Study, StudyResult, fmt, register
 
 RAMSAUER = "Ramsauer et al. 2020 (modern Hopfield update, one-step retrieval)"
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7): attractor layers for error correction"
@@ -39,7 +39,7 @@ class AttractorNetsConfig(NetworkDataConfig):
     steps: int = param(1, "attractor updates per forward pass", min=1, max=20)
     epochs: int = param(40, "training epochs (Adam)", min=1, max=10000)
     lr: float = param(1e-3, "Adam learning rate", min=1e-6, max=1.0)
-    batch_size: int = param(100, "minibatch size", min=1)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
     repeats: int = param(1, "initializations per model; accuracies and noise scores are averaged", min=1, max=100)
 
 

@@ -26,8 +26,10 @@ import torch
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
 from overparam.measure import interpolate, landscape, sharpness
-from overparam.models import MLP, count_parameters, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
+from overparam.models import MLP, count_parameters, mlp_parameter_count, seeded
+from overparam.studies.base import (Check, DATASET_SHAPES, FLOAT64, MAX_EPOCHS, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH,
+                                    RunContext, Study, StudyResult, check_data_keys, data_bytes, fmt,
+                                    mlp_training_bytes, register)
 from overparam.train import Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import Fitted, train_to_target
 
@@ -42,27 +44,29 @@ LINE_NAMES = {"sb_lb": "SB -> LB", "lb_lbsb": "LB -> LB then SB", "sb_lbsb": "SB
 class BatchSizeConfig(StudyConfig):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int = param(4000, "training examples", min=50)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
-    width: int = param(256, "hidden width of the MLP", min=1)
+    n_train: int = param(4000, "training examples", min=50, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    width: int = param(256, "hidden width of the MLP", min=1, max=MAX_WIDTH)
     depth: int = param(2, "number of hidden layers", min=1, max=8)
     lr: float = param(0.1, "SGD learning rate (the same for SB, LB and the continuation)", min=1e-6, max=10.0)
-    small_batch: int = param(32, "SB batch size", min=1)
-    large_batch: int = param(400, "LB batch size (Keskar et al.: >= 10% of the training set)", min=2)
+    small_batch: int = param(32, "SB batch size", min=1, max=MAX_EXAMPLES)
+    large_batch: int = param(400, "LB batch size (Keskar et al.: >= 10% of the training set)", min=2, max=MAX_EXAMPLES)
     target_loss: float = param(0.01, "both are stopped at the first chunk where the training loss is <= this",
                                min=1e-6, max=10.0)
-    max_steps: int = param(50_000, "step cap for reaching the target (per batch size)", min=1)
-    chunk_steps: int = param(50, "check the target every this many steps (rounded up to whole epochs)", min=1)
+    max_steps: int = param(50_000, "step cap for reaching the target (per batch size)", min=1, max=MAX_STEPS)
+    chunk_steps: int = param(50, "check the target every this many steps (rounded up to whole epochs)", min=1,
+                             max=MAX_STEPS)
     continue_epochs: int = param(1, "SB from the LB solution runs at least this many epochs, then until the "
-                                    "training loss is back at the target", min=1)
+                                    "training loss is back at the target", min=1, max=MAX_EPOCHS)
     seeds: int = param(3, "initializations (each SB/LB pair shares one), trained as vmap ensembles", min=1, max=32)
     eps: float = param(1e-3, "Keskar box size epsilon (they used 1e-3 and 5e-4)", min=1e-8, max=1.0)
-    subspace: int = param(0, "Keskar sharpness in a random subspace of this dimension (0: full space)", min=0)
-    sharpness_iters: int = param(100, "L-BFGS-B iterations of the sharpness maximization", min=1)
-    interp_steps: int = param(21, "points of each interpolation in [0, 1]", min=2)
+    subspace: int = param(0, "Keskar sharpness in a random subspace of this dimension (0: full space)", min=0,
+                          max=100_000)
+    sharpness_iters: int = param(100, "L-BFGS-B iterations of the sharpness maximization", min=1, max=100_000)
+    interp_steps: int = param(21, "points of each interpolation in [0, 1]", min=2, max=10_000)
     interp_extend: float = param(1.0, "interpolations continue this far beyond each end (Keskar: 1, alpha in "
                                       "[-1, 2])", min=0.0, max=5.0)
-    landscape_steps: int = param(41, "points per axis of the 1-D and 2-D landscapes", min=3)
+    landscape_steps: int = param(41, "points per axis of the 1-D and 2-D landscapes", min=3, max=1000)
     landscape_span: float = param(0.5, "landscape coordinates run over [-span, span] (filter-normalized units)",
                                   min=1e-3, max=10.0)
     barrier_tol: float = param(0.05, "largest loss barrier (absolute, in nats) that counts as 'no barrier'",
@@ -76,7 +80,14 @@ class BatchSizeConfig(StudyConfig):
                               f"{math.ceil(0.1 * self.n_train)} for n_train={self.n_train}")
         if self.large_batch > self.n_train:
             raise ConfigError(f"large_batch: at most n_train={self.n_train}")
-        check_data_keys(self.dataset, self.data_dir, self.n_train)
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, _, _ = DATASET_SHAPES[self.dataset]
+        hidden = [self.width] * self.depth
+        return {**data_bytes(self.dataset, self.n_train, self.n_test),
+                "width": mlp_training_bytes(2 * self.seeds, d, hidden, k, self.large_batch),
+                "subspace": FLOAT64 * self.subspace * mlp_parameter_count(d, hidden, k)}
 
 
 PRESETS = {

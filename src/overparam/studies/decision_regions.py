@@ -22,7 +22,8 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.measure.regions import classify_grid, count_regions
 from overparam.models import MLP, mlp_parameter_count, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, FLOAT32, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study, StudyResult,
+                                    fmt, mlp_training_bytes, register)
 from overparam.train import Diverged, Ensemble, TrainConfig
 from overparam.train.ensemble import fit_ensemble
 from overparam.train.hooks import after_each_step
@@ -36,24 +37,25 @@ class DecisionRegionsConfig(StudyConfig):
     datasets: list[str] = param(["spirals", "moons"], "2-D datasets", choices=("spirals", "moons"))
     label_noises: list[float] = param([0.0, 0.2], "label-noise fractions (each dataset is run at each)",
                                       min=0.0, max=0.9)
-    n_train: int = param(300, "training points", min=10)
+    n_train: int = param(300, "training points", min=10, max=MAX_EXAMPLES)
     spiral_turns: float = param(1.5, "turns of each spiral arm (spirals)", min=0.25, max=10.0)
     data_noise: float = param(0.05, "std of the Gaussian input noise of the generator (spirals 0.05, moons "
                                      "uses 2x this)", min=0.0, max=1.0)
-    widths: list[int] = param([8, 32, 128], "hidden widths w of the in-w-w-out MLPs", min=1)
+    widths: list[int] = param([8, 32, 128], "hidden widths w of the in-w-w-out MLPs", min=1, max=MAX_WIDTH)
     depth: int = param(2, "hidden layers", min=1, max=6)
     seeds: int = param(2, "initializations per width (one vmap ensemble)", min=1, max=64)
     lr: float = param(0.01, "Adam learning rate (full batch)", min=1e-6, max=1.0)
-    steps: int = param(800, "full-batch Adam steps", min=1)
+    steps: int = param(800, "full-batch Adam steps", min=1, max=MAX_STEPS)
     snapshots: int = param(20, "region counts at this many log-spaced steps (plus step 0)", min=3, max=500)
     resolution: int = param(80, "grid pixels per side", min=8, max=1024)
     margin: float = param(0.25, "the grid extends this fraction of the data range beyond the data",
                           min=0.0, max=5.0)
     connectivity: int = param(4, "4: pixels join through edges only; 8: corners join too", choices=(4, 8))
-    min_pixels: int = param(4, "regions smaller than this many pixels are ignored (1 keeps all)", min=1)
+    min_pixels: int = param(4, "regions smaller than this many pixels are ignored (1 keeps all)", min=1,
+                            max=1024 * 1024)
     fall_margin: float = param(1.0, "drop (regions, seed mean) from the peak to the end that counts as a fall",
-                               min=0.0)
-    rise_margin: float = param(1.0, "rise (regions, seed mean) above step 0 that counts as a rise", min=0.0)
+                               min=0.0, max=1e6)
+    rise_margin: float = param(1.0, "rise (regions, seed mean) above step 0 that counts as a rise", min=0.0, max=1e6)
     strip_steps: int = param(6, "pictures in the strip (steps chosen evenly among the snapshots)", min=2, max=20)
     gif: bool = param(True, "also render an animated GIF of one run (regions_animation.gif in the run folder)")
 
@@ -62,6 +64,14 @@ class DecisionRegionsConfig(StudyConfig):
             raise ConfigError("datasets, label_noises, widths: each needs at least one value")
         if sorted(set(self.widths)) != list(self.widths):
             raise ConfigError("widths: must be strictly increasing, e.g. 8,32,128")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The grid classified by every seed at once, the kept label grids, and the ensembles in training."""
+        pixels = self.resolution ** 2
+        grid = FLOAT32 * 2 * self.seeds * pixels * (max(self.widths) * self.depth + 2)
+        kept = len(self.widths) * (self.snapshots + 1) * self.seeds * pixels
+        return {"resolution": grid + kept,
+                "widths": mlp_training_bytes(self.seeds, 2, [max(self.widths)] * self.depth, 2, self.n_train)}
 
 
 PRESETS = {

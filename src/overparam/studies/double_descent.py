@@ -15,7 +15,9 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EPOCHS, MAX_EXAMPLES, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, check_data_keys, data_bytes, fmt, mlp_training_bytes, register,
+                                    training_batch)
 from overparam.train import Diverged, TrainConfig
 from overparam.train.parallel import available_cores
 from overparam.train.widths import train_mlp_widths
@@ -29,16 +31,19 @@ REFERENCE_POINTS = [(16, 0.472), (47, 0.54), (61, 0.54), (300, 0.455)]
 class DoubleDescentConfig(StudyConfig):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int | None = param(None, "training examples (none: the dataset's default, 4000 for mnist1d)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default, 1000 for mnist1d)", min=10)
+    n_train: int | None = param(None, "training examples (none: the dataset's default, 4000 for mnist1d)", min=10,
+                                max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default, 1000 for mnist1d)", min=10,
+                               max=MAX_EXAMPLES)
     label_noise: float = param(0.15, "fraction of training labels replaced by a different label", min=0.0, max=1.0)
-    widths: list[int] = param([2, 4, 8, 16, 32, 47, 61, 100, 300], "hidden widths h of the in-h-h-out MLP", min=1)
+    widths: list[int] = param([2, 4, 8, 16, 32, 47, 61, 100, 300], "hidden widths h of the in-h-h-out MLP", min=1,
+                              max=MAX_WIDTH)
     depth: int = param(2, "number of hidden layers", min=1, max=8)
     optimizer: str = param("sgd", "sgd (minibatch, momentum), adam, or gd (full batch)", choices=("sgd", "adam", "gd"))
     lr: float = param(0.01, "learning rate", min=1e-8, max=10.0)
     momentum: float = param(0.9, "SGD momentum", min=0.0, max=0.999)
-    batch_size: int = param(100, "minibatch size", min=1)
-    epochs: int = param(500, "passes over the training set", min=1)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
+    epochs: int = param(500, "passes over the training set", min=1, max=MAX_EPOCHS)
     repeats: int = param(1, "initializations per width (errors are averaged over them)", min=1, max=100)
 
     def validate(self) -> None:
@@ -46,7 +51,13 @@ class DoubleDescentConfig(StudyConfig):
             raise ConfigError("widths: must be strictly increasing, e.g. 4,8,16,32")
         if len(self.widths) < 3:
             raise ConfigError("widths: need at least 3 widths to see a peak")
-        check_data_keys(self.dataset, self.data_dir)
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, default_train, _ = DATASET_SHAPES[self.dataset]
+        batch = training_batch(self.optimizer, self.batch_size, self.n_train or default_train)
+        models = sum(mlp_training_bytes(self.repeats, d, [h] * self.depth, k, batch) for h in self.widths)
+        return {**data_bytes(self.dataset, self.n_train, self.n_test), "widths": models}
 
 
 PRESETS = {

@@ -20,7 +20,9 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EPOCHS, MAX_EXAMPLES, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, check_data_keys, data_bytes, mlp_training_bytes, register,
+                                    training_batch)
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 6, Fig. 9 (ResNet18/CIFAR-10, 20% label noise)"
@@ -30,17 +32,18 @@ NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 6, Fig. 9 (ResNet18
 class EpochDoubleDescentConfig(StudyConfig):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
+    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
     label_noise: float = param(0.2, "fraction of training labels replaced by a different label", min=0.0, max=1.0)
-    threshold_width: int = param(64, "hidden width h of the model near the interpolation threshold", min=1)
-    large_width: int = param(512, "hidden width h of the large model", min=1)
+    threshold_width: int = param(64, "hidden width h of the model near the interpolation threshold", min=1,
+                                 max=MAX_WIDTH)
+    large_width: int = param(512, "hidden width h of the large model", min=1, max=MAX_WIDTH)
     depth: int = param(2, "number of hidden layers", min=1, max=8)
     optimizer: str = param("adam", "adam, sgd (with momentum), or gd (full batch)", choices=("adam", "sgd", "gd"))
     lr: float = param(0.001, "learning rate", min=1e-8, max=10.0)
     momentum: float = param(0.9, "SGD momentum (optimizer=sgd)", min=0.0, max=0.999)
-    batch_size: int = param(100, "minibatch size", min=1)
-    epochs: int = param(1000, "passes over the training set", min=10)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
+    epochs: int = param(1000, "passes over the training set", min=10, max=MAX_EPOCHS)
     seeds: int = param(3, "initializations (and data orders) per width, trained as one vmap ensemble", min=1,
                        max=64)
     margin: float = param(0.02, "rise/fall in test error (absolute) that counts as a bump or a descent",
@@ -49,7 +52,13 @@ class EpochDoubleDescentConfig(StudyConfig):
     def validate(self) -> None:
         if self.large_width <= self.threshold_width:
             raise ConfigError("large_width: must exceed threshold_width")
-        check_data_keys(self.dataset, self.data_dir)
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, default_train, _ = DATASET_SHAPES[self.dataset]
+        batch = training_batch(self.optimizer, self.batch_size, self.n_train or default_train)
+        return {**data_bytes(self.dataset, self.n_train, self.n_test),
+                "large_width": mlp_training_bytes(self.seeds, d, [self.large_width] * self.depth, k, batch)}
 
 
 PRESETS = {

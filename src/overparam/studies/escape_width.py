@@ -41,7 +41,8 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.measure import hessian_eigs, hessian_index
 from overparam.measure.sharpness import FlatLoss
 from overparam.models import MLP, mlp_parameter_count, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, FLOAT64, MAX_EXAMPLES, MAX_STEPS, RunContext, Study, StudyResult, fmt,
+                                    mlp_training_bytes, register)
 from overparam.train import Diverged, TrainConfig, train_ensemble
 from overparam.train.ensemble import Ensemble, fit_ensemble
 from overparam.train.parallel import torch_threads
@@ -55,21 +56,22 @@ MARTINELLI = ("Martinelli et al. (EPFL), 'Puzzling success of overparameterizati
 
 @dataclass
 class EscapeWidthConfig(StudyConfig):
-    teacher_width: int = param(3, "k: ReLU units of the teacher (orthonormal weights, output weights 1)", min=1)
-    d: int = param(6, "input dimension (>= teacher_width)", min=1)
-    n_train: int = param(300, "training inputs (standard Gaussian)", min=4)
+    teacher_width: int = param(3, "k: ReLU units of the teacher (orthonormal weights, output weights 1)", min=1,
+                               max=10_000)
+    d: int = param(6, "input dimension (>= teacher_width)", min=1, max=10_000)
+    n_train: int = param(300, "training inputs (standard Gaussian)", min=4, max=MAX_EXAMPLES)
     multipliers: list[int] = param([1, 2, 4, 10], "student widths as multiples of the teacher's (first must be 1)",
-                                   min=1)
-    seeds: int = param(32, "students (initializations) per width", min=2)
+                                   min=1, max=1000)
+    seeds: int = param(32, "students (initializations) per width", min=2, max=100_000)
     lr: float = param(0.02, "Adam learning rate (cosine schedule to 0)", min=1e-6, max=1.0)
-    steps: int = param(2500, "full-batch Adam steps", min=20)
-    success_loss: float = param(1e-3, "a run succeeds if final loss / Var(y) is below this", min=0.0)
+    steps: int = param(2500, "full-batch Adam steps", min=20, max=MAX_STEPS)
+    success_loss: float = param(1e-3, "a run succeeds if final loss / Var(y) is below this", min=0.0, max=1e6)
     plateau_drop: float = param(0.05, "a failed run is stalled if its loss fell by less than this fraction over "
                                       "the second half of training", min=0.0, max=1.0)
-    max_probe: int = param(16, "stalled runs probed (Hessian, escape test) per width", min=0)
+    max_probe: int = param(16, "stalled runs probed (Hessian, escape test) per width", min=0, max=100_000)
     escape_scale: float = param(0.05, "escape test: push of escape_scale x ||theta|| along the lowest-curvature "
                                       "eigenvector (both signs)", min=0.0, max=10.0)
-    escape_steps: int = param(600, "escape test: Adam steps after the push", min=1)
+    escape_steps: int = param(600, "escape test: Adam steps after the push", min=1, max=MAX_STEPS)
     escape_drop: float = param(0.2, "escape test: a run escapes if its loss falls by this fraction", min=0.0,
                                max=1.0)
     margin: float = param(0.3, "check: success at the widest must beat success at the teacher's width by this",
@@ -81,6 +83,14 @@ class EscapeWidthConfig(StudyConfig):
             raise ConfigError("multipliers: need >= 2 strictly increasing integers starting at 1, e.g. 1,2,4,10")
         if self.d < self.teacher_width:
             raise ConfigError(f"d: must be >= teacher_width ({self.teacher_width}) for orthonormal teacher weights")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The widest students in training (float64, full batch) and the dense Hessians of the probed ones."""
+        h = self.teacher_width * max(self.multipliers)
+        P = mlp_parameter_count(self.d, [h], 1)
+        return {"multipliers": mlp_training_bytes(self.seeds, self.d, [h], 1, self.n_train, FLOAT64)
+                + FLOAT64 * 3 * P ** 2,
+                "n_train": FLOAT64 * 2 * self.n_train * (self.d + 1)}
 
 
 PRESETS = {

@@ -26,7 +26,8 @@ import torch
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EXAMPLES, MAX_STEPS, RunContext, Study, StudyResult,
+                                    check_data_keys, data_bytes, mlp_training_bytes, register)
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 SAGUN = "Sagun, Guney, Ben Arous, LeCun 2014 (arXiv 1412.6615), as reported in the talk"
@@ -41,25 +42,31 @@ CELLS = (("small", "sgd"), ("small", "gd"), ("large", "sgd"), ("large", "gd"))
 class GdVsSgdConfig(StudyConfig):
     dataset: str = param("digits", "training data", choices=("digits", "mnist1d", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
+    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
     small_params: int = param(43_000, "parameters of the small net on 784-input MNIST (scaled to the input)",
-                              min=100)
+                              min=100, max=10**9)
     large_params: int = param(450_000, "parameters of the large net on 784-input MNIST (scaled to the input)",
-                              min=100)
+                              min=100, max=10**9)
     depth: int = param(1, "hidden layers of both nets", min=1, max=6)
     lr: float = param(0.5, "learning rate of both GD and SGD", min=1e-6, max=10.0)
     schedule: str = param("cosine", "learning-rate schedule of both", choices=("constant", "cosine"))
-    batch_size: int = param(10, "SGD minibatch size (GD uses the full training set)", min=1)
-    steps: int = param(500, "parameter updates of every run (the common stopping rule)", min=10)
+    batch_size: int = param(10, "SGD minibatch size (GD uses the full training set)", min=1, max=MAX_EXAMPLES)
+    steps: int = param(500, "parameter updates of every run (the common stopping rule)", min=10, max=MAX_STEPS)
     evals: int = param(10, "evaluations along training (curves)", min=1, max=1000)
     seeds: int = param(6, "initializations per cell, trained as one vmap ensemble", min=1, max=64)
 
     def validate(self) -> None:
         if self.large_params <= self.small_params:
             raise ConfigError("large_params: must exceed small_params")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, default_train, _ = DATASET_SHAPES[self.dataset]
+        n = self.n_train or default_train
+        width = scaled_width(self.large_params, d, k, self.depth)
+        return {**data_bytes(self.dataset, self.n_train, self.n_test),   # GD: the whole training set per step
+                "large_params": mlp_training_bytes(self.seeds, d, [width] * self.depth, k, n)}
 
 
 PRESETS = {

@@ -30,8 +30,9 @@ from scipy.stats import kendalltau
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.measure import generalization_measures, sharpness
-from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
+from overparam.models import MLP, mlp_parameter_count, seeded
+from overparam.studies.base import (Check, DATASET_SHAPES, FLOAT32, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext,
+                                    Study, StudyResult, check_data_keys, data_bytes, fmt, mlp_training_bytes, register)
 from overparam.train import Ensemble, TrainConfig, evaluate, loss_function
 from overparam.train.target import train_to_target
 from overparam.train.widths import pad_mlp, unpad_mlp
@@ -64,11 +65,11 @@ SPECTRAL = ("log_prod_of_spec", "log_sum_of_spec", "log_spec_orig_main", "log_pr
 class GeneralizationMeasuresConfig(StudyConfig):
     dataset: str = param("digits", "training data", choices=("digits", "mnist1d", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int = param(1257, "training examples", min=50)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
-    widths: list[int] = param([32, 128], "hidden widths", min=1)
+    n_train: int = param(1257, "training examples", min=50, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    widths: list[int] = param([32, 128], "hidden widths", min=1, max=MAX_WIDTH)
     depths: list[int] = param([1, 2], "numbers of hidden layers", min=1, max=6)
-    batch_sizes: list[int] = param([32, 128], "SGD batch sizes", min=1)
+    batch_sizes: list[int] = param([32, 128], "SGD batch sizes", min=1, max=MAX_EXAMPLES)
     lrs: list[float] = param([0.05, 0.2], "SGD learning rates", min=1e-6, max=10.0)
     weight_decays: list[float] = param([0.0, 5e-4], "weight decays", min=0.0, max=1.0)
     label_noises: list[float] = param([0.0, 0.1], "fractions of training labels replaced by another label",
@@ -80,11 +81,12 @@ class GeneralizationMeasuresConfig(StudyConfig):
     criterion: str = param("train_error", "what must reach the target", choices=("train_error", "train_loss"))
     target: float = param(0.01, "stop each model at the first check where the criterion is <= this "
                                 "(Jiang et al.: cross-entropy 0.01)", min=0.0, max=10.0)
-    max_steps: int = param(20_000, "step cap; models not at the target by then are left out", min=1)
-    chunk_steps: int = param(100, "check the criterion every this many steps (rounded up to whole epochs)", min=1)
-    pacbayes_samples: int = param(10, "Monte Carlo samples per PAC-Bayes sigma", min=1)
-    pacbayes_bisect: int = param(20, "bisection steps per PAC-Bayes sigma", min=1)
-    sharpness_iters: int = param(20, "L-BFGS-B iterations of Keskar's sharpness (eps 1e-3)", min=1)
+    max_steps: int = param(20_000, "step cap; models not at the target by then are left out", min=1, max=MAX_STEPS)
+    chunk_steps: int = param(100, "check the criterion every this many steps (rounded up to whole epochs)", min=1,
+                             max=MAX_STEPS)
+    pacbayes_samples: int = param(10, "Monte Carlo samples per PAC-Bayes sigma", min=1, max=10_000)
+    pacbayes_bisect: int = param(20, "bisection steps per PAC-Bayes sigma", min=1, max=1000)
+    sharpness_iters: int = param(20, "L-BFGS-B iterations of Keskar's sharpness (eps 1e-3)", min=1, max=100_000)
     min_tau_gap: float = param(0.0, "the best sharpness-based tau must beat the best norm-based by more than this",
                                min=0.0, max=2.0)
 
@@ -95,7 +97,18 @@ class GeneralizationMeasuresConfig(StudyConfig):
                 raise ConfigError(f"{key}: need at least one value, without repeats")
             if self.design == "half" and key != "widths" and len(values) != 2:
                 raise ConfigError(f"{key}: design=half needs exactly two values per factor")
-        check_data_keys(self.dataset, self.data_dir, self.n_train)
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        """One padded ensemble (every width of a group) in training, and every trained model and its
+        initialization kept for the measurements."""
+        d, k, _, _ = DATASET_SHAPES[self.dataset]
+        points = design_points(self)
+        kept = sum(mlp_parameter_count(d, [p["width"]] * p["depth"], k) for p in points) * self.seeds * 2 * FLOAT32
+        training = max(mlp_training_bytes(len(self.widths) * self.seeds, d, [max(self.widths)] * p["depth"], k,
+                                          p["batch_size"]) for p in points)
+        return {**data_bytes(self.dataset, self.n_train, self.n_test, copies=len(self.label_noises) + 1),
+                "widths": kept + training}
 
 
 PRESETS = {

@@ -24,7 +24,8 @@ from torch import nn
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.measure.hessian import hessian_eigs
 from overparam.models import MLP
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, FLOAT64, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study, StudyResult,
+                                    fmt, mlp_training_bytes, register)
 from overparam.train.parallel import torch_threads
 
 SAGUN16 = "Sagun, Bottou & LeCun 2016 (arXiv 1611.07476), Sec. 3 (top eigenvalue over many initializations)"
@@ -34,18 +35,21 @@ TW1_SHAPE, TW1_SCALE, TW1_SHIFT = 46.446, 0.186054, -9.84801
 
 @dataclass
 class FluctuationsConfig(StudyConfig):
-    n_seeds: int = param(200, "initializations (networks) per data setting", min=10)
-    n_train: int = param(100, "training examples (two blobs, balanced)", min=4)
-    cluster_std: float = param(0.5, "blob standard deviation", min=0.01)
-    wide_std: float = param(1.0, "blob standard deviation of the 'wider blobs' comparison", min=0.01)
-    hidden: list[int] = param([10, 5], "hidden widths (Sagun et al. 2016: [10, 5])", min=1)
+    n_seeds: int = param(200, "initializations (networks) per data setting", min=10, max=100_000)
+    n_train: int = param(100, "training examples (two blobs, balanced)", min=4, max=MAX_EXAMPLES)
+    cluster_std: float = param(0.5, "blob standard deviation", min=0.01, max=1e3)
+    wide_std: float = param(1.0, "blob standard deviation of the 'wider blobs' comparison", min=0.01, max=1e3)
+    hidden: list[int] = param([10, 5], "hidden widths (Sagun et al. 2016: [10, 5])", min=1, max=MAX_WIDTH)
     loss: str = param("cross_entropy", "training loss", choices=("cross_entropy", "mse"))
     lr: float = param(0.1, "constant gradient-descent step", min=1e-6, max=10.0)
-    steps: int = param(1000, "full-batch gradient-descent steps", min=1)
+    steps: int = param(1000, "full-batch gradient-descent steps", min=1, max=MAX_STEPS)
 
     def validate(self) -> None:
         if self.wide_std <= self.cluster_std:
             raise ConfigError(f"wide_std: must exceed cluster_std={self.cluster_std} (it is the wider blobs)")
+
+    def peak_bytes(self) -> dict[str, float]:
+        return {"n_seeds": mlp_training_bytes(self.n_seeds, 2, self.hidden, 2, self.n_train, FLOAT64)}
 
 
 PRESETS = {

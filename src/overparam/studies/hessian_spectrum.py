@@ -34,8 +34,9 @@ from overparam.measure.hessian import (
     hessian_density,
     hessian_eigs,
 )
-from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.models import MLP, mlp_parameter_count, seeded
+from overparam.studies.base import (Check, FLOAT64, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study, StudyResult,
+                                    fmt, register)
 from overparam.train import Diverged, TrainConfig, train
 from overparam.train.parallel import torch_threads
 
@@ -49,20 +50,21 @@ KESKAR = "Keskar et al. 2016 (large-batch training ends in sharper minima)"
 class HessianSpectrumConfig(StudyConfig):
     k: int = param(4, "classes (Gaussian blobs) of the base configuration", min=2, max=200)
     k_values: list[int] = param([4, 6, 8, 10], "class counts of the k sweep", min=2, max=200)
-    d: int = param(20, "input dimension", min=1)
-    n_train: int = param(800, "training examples", min=10)
-    cluster_std: float = param(1.0, "standard deviation of each blob", min=0.0)
-    center_box: float = param(10.0, "blob centers uniform in [-c, c]^d", min=0.1)
-    width: int = param(16, "hidden width of the base configuration (2 hidden layers)", min=1)
-    widths: list[int] = param([8, 16, 32], "widths of the width sweep", min=1)
+    d: int = param(20, "input dimension", min=1, max=100_000)
+    n_train: int = param(800, "training examples", min=10, max=MAX_EXAMPLES)
+    cluster_std: float = param(1.0, "standard deviation of each blob", min=0.0, max=1e3)
+    center_box: float = param(10.0, "blob centers uniform in [-c, c]^d", min=0.1, max=1e6)
+    width: int = param(16, "hidden width of the base configuration (2 hidden layers)", min=1, max=MAX_WIDTH)
+    widths: list[int] = param([8, 16, 32], "widths of the width sweep", min=1, max=MAX_WIDTH)
     loss: str = param("mse", "training loss: mse on one-hot targets, or cross_entropy",
                       choices=("mse", "cross_entropy"))
     lr: float = param(0.05, "constant SGD step", min=1e-6, max=10.0)
-    steps: int = param(3000, "SGD steps of every run", min=1)
-    batch_size: int = param(32, "minibatch size of the k and width sweeps", min=1)
-    batch_sizes: list[int] = param([8, 800], "small and large batch of the batch-size comparison", min=1)
+    steps: int = param(3000, "SGD steps of every run", min=1, max=MAX_STEPS)
+    batch_size: int = param(32, "minibatch size of the k and width sweeps", min=1, max=MAX_EXAMPLES)
+    batch_sizes: list[int] = param([8, 800], "small and large batch of the batch-size comparison", min=1,
+                                   max=MAX_EXAMPLES)
     dense_limit: int = param(2500, "largest parameter count measured by a dense eigendecomposition "
-                                   "(beyond it: eigsh for the top and SLQ for the bulk)", min=10)
+                                   "(beyond it: eigsh for the top and SLQ for the bulk)", min=10, max=50_000)
     zero_rtol: float = param(1e-3, "eigenvalues with |lambda| < zero_rtol * lambda_max count as the bulk at zero",
                              min=0.0, max=0.5)
 
@@ -77,6 +79,15 @@ class HessianSpectrumConfig(StudyConfig):
             raise ConfigError(f"k: {self.k} must be one of k_values {self.k_values} (the base run is shared)")
         if self.width not in self.widths:
             raise ConfigError(f"width: {self.width} must be one of widths {self.widths} (the base run is shared)")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The dense Hessian, Gauss-Newton matrix and eigenvectors of the largest net measured densely, the
+        SLQ Lanczos vectors of the others, and the blobs with their float64 activations."""
+        nets = ([(k, self.width) for k in self.k_values] + [(self.k, w) for w in self.widths])
+        sizes = [mlp_parameter_count(self.d, [w, w], k) for k, w in nets]
+        dense = max((P for P in sizes if P <= self.dense_limit), default=0)
+        return {"dense_limit": FLOAT64 * 3 * dense ** 2, "widths": FLOAT64 * 100 * max(sizes),
+                "n_train": FLOAT64 * 3 * self.n_train * (self.d + 2 * max(self.widths) + max(self.k_values))}
 
 
 PRESETS = {

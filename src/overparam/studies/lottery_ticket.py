@@ -31,7 +31,8 @@ from overparam.interventions.prune import (dense_masks, fit_masked_ensemble, fra
                                            random_masks_like, stack_masks)
 from overparam.measure import interpolate
 from overparam.models import MLP, seeded
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, check_data_keys, data_bytes, fmt, mlp_training_bytes, register)
 from overparam.train import Ensemble, TrainConfig, loss_function
 
 FC2019 = "Frankle & Carbin 2019 (ICLR), Sec. 2, Fig. 3-4 (LeNet-300-100 on MNIST)"
@@ -48,19 +49,29 @@ class TicketTrainingConfig(StudyConfig):
     dataset: str = param("mnist1d", "data: mnist1d, digits, or mnist (IDX files in --data-dir)",
                          choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int = param(3500, "training examples (the validation set is taken on top of them)", min=50)
-    n_val: int = param(500, "validation examples, carved from the training split (early stopping)", min=20)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
-    widths: list[int] = param([300, 100], "hidden widths (LeNet-300-100)", min=1)
+    n_train: int = param(3500, "training examples (the validation set is taken on top of them)", min=50,
+                         max=MAX_EXAMPLES)
+    n_val: int = param(500, "validation examples, carved from the training split (early stopping)", min=20,
+                       max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    widths: list[int] = param([300, 100], "hidden widths (LeNet-300-100)", min=1, max=MAX_WIDTH)
     optimizer: str = param("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
     lr: float = param(0.05, "learning rate", min=1e-6, max=10.0)
     momentum: float = param(0.9, "SGD momentum", min=0.0, max=0.999)
-    batch_size: int = param(128, "minibatch size", min=1)
-    steps: int = param(500, "optimizer steps of every training run (the same budget every round)", min=10)
-    eval_every: int = param(25, "steps between validation/test evaluations (early-stopping resolution)", min=1)
+    batch_size: int = param(128, "minibatch size", min=1, max=MAX_EXAMPLES)
+    steps: int = param(500, "optimizer steps of every training run (the same budget every round)", min=10,
+                       max=MAX_STEPS)
+    eval_every: int = param(25, "steps between validation/test evaluations (early-stopping resolution)", min=1,
+                            max=MAX_STEPS)
 
     def validate(self) -> None:
-        check_data_keys(self.dataset, self.data_dir, self.n_train + self.n_val, "n_train (+ n_val)")
+        check_data_keys(self.dataset, self.data_dir, self.n_train + self.n_val, "n_train (+ n_val)", self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, _, _ = DATASET_SHAPES[self.dataset]
+        replicas = getattr(self, "seeds", 1) * 4   # the seeds, their rewinding points, masks and controls
+        return {**data_bytes(self.dataset, self.n_train + self.n_val, self.n_test),
+                "widths": mlp_training_bytes(replicas, d, self.widths, k, self.batch_size)}
 
 
 @dataclass
@@ -71,9 +82,9 @@ class LotteryTicketConfig(TicketTrainingConfig):
                                    min=0.0, max=0.9)
     scope: str = param("global", "rank hidden-layer weights together (global) or per layer (layerwise)",
                        choices=("global", "layerwise"))
-    rewind_step: int = param(50, "late rewinding: the step k that IMP-late restarts from", min=1)
+    rewind_step: int = param(50, "late rewinding: the step k that IMP-late restarts from", min=1, max=MAX_STEPS)
     control_levels: list[int] = param([4, 8], "levels at which random pruning and random re-init are trained",
-                                      min=1)
+                                      min=1, max=40)
     seeds: int = param(2, "independent initializations (and data orders)", min=1, max=32)
     target_low: float = param(0.1, "the checks look at levels whose weight fraction is in [low, high]",
                               min=0.001, max=1.0)

@@ -26,7 +26,8 @@ import torch
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EPOCHS, MAX_EXAMPLES, RunContext, Study, StudyResult,
+                                    check_data_keys, data_bytes, fmt, mlp_training_bytes, register, training_batch)
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 ZHANG = "Zhang et al. 2017 (Understanding deep learning requires rethinking generalization)"
@@ -37,8 +38,8 @@ INPUT_CORRUPTIONS = ("shuffled_pixels", "random_pixels", "gaussian")
 class MemorizationConfig(StudyConfig):
     dataset: str = param("digits", "training data", choices=("digits", "mnist1d", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
+    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
     width: int = param(512, "hidden width h of the MLP (Zhang et al.'s MLP 1x512)", min=1, max=16384)
     depth: int = param(1, "number of hidden layers", min=1, max=8)
     corruptions: list[float] = param([0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
@@ -49,8 +50,8 @@ class MemorizationConfig(StudyConfig):
     optimizer: str = param("sgd", "sgd (with momentum), adam, or gd (full batch)", choices=("sgd", "adam", "gd"))
     lr: float = param(0.01, "learning rate", min=1e-8, max=10.0)
     momentum: float = param(0.9, "SGD momentum (optimizer=sgd)", min=0.0, max=0.999)
-    batch_size: int = param(128, "minibatch size", min=1)
-    epochs: int = param(200, "passes over the training set (the budget every condition gets)", min=1)
+    batch_size: int = param(128, "minibatch size", min=1, max=MAX_EXAMPLES)
+    epochs: int = param(200, "passes over the training set (the budget every condition gets)", min=1, max=MAX_EPOCHS)
     seeds: int = param(3, "initializations (and data orders) per condition, trained as one vmap ensemble",
                        min=1, max=64)
     fit_accuracy: float = param(1.0, "training accuracy that counts as fitted (steps-to-fit)", min=0.5, max=1.0)
@@ -66,8 +67,13 @@ class MemorizationConfig(StudyConfig):
             raise ConfigError("corruptions: give at least 3 label-corruption levels (the trend check needs them)")
         if sorted(set(self.corruptions)) != list(self.corruptions):
             raise ConfigError("corruptions: levels must be distinct and increasing, e.g. 0,0.2,0.4,0.6,0.8,1")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, default_train, _ = DATASET_SHAPES[self.dataset]
+        batch = training_batch(self.optimizer, self.batch_size, self.n_train or default_train)
+        return {**data_bytes(self.dataset, self.n_train, self.n_test, copies=3),
+                "width": mlp_training_bytes(self.seeds, d, [self.width] * self.depth, k, batch)}
 
 
 PRESETS = {

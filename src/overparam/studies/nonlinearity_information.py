@@ -26,7 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from overparam.config import ConfigError, StudyConfig, param
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, FLOAT64, MAX_EXAMPLES, RunContext, Study, StudyResult, fmt, register
 
 NONLINEARITIES = ("identity", "relu", "abs", "square", "sign", "tanh", "sigmoid")
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7)"
@@ -57,8 +57,8 @@ class NonlinearityInformationConfig(StudyConfig):
     width: int = param(256, "number D of random projections (features)", min=4, max=4096)
     nonlinearities: list[str] = param(list(NONLINEARITIES), "nonlinearities f", choices=NONLINEARITIES)
     gains: list[float] = param([0.5, 1.0, 2.0, 5.0, 20.0], "gains g in f(g z)", min=1e-3, max=1e3)
-    n_train: int = param(3000, "inputs to fit the linear read-outs", min=10)
-    n_test: int = param(2000, "inputs to score them", min=10)
+    n_train: int = param(3000, "inputs to fit the linear read-outs", min=10, max=MAX_EXAMPLES)
+    n_test: int = param(2000, "inputs to score them", min=10, max=MAX_EXAMPLES)
     output_noise: float = param(0.1, "output noise std (outputs scaled to unit variance) for bits per unit",
                                 min=1e-3, max=10.0)
     grid: int = param(6000, "z-grid points of the information integral", min=200, max=100000)
@@ -68,6 +68,12 @@ class NonlinearityInformationConfig(StudyConfig):
             raise ConfigError(f"n_train: needs at least width + 1 = {self.width + 1} inputs for the read-outs")
         if sorted(self.gains) != list(self.gains):
             raise ConfigError("gains: must be increasing, e.g. 0.5,1,5,20")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The features of the training and test inputs and their least-squares read-outs (float64)."""
+        rank_inputs = max(2 * self.width, 2 * self.in_dim ** 2)
+        return {"n_train or width": FLOAT64 * 4 * (self.n_train + self.n_test) * self.width,
+                "width": FLOAT64 * 2 * rank_inputs * self.width}
 
 
 PRESETS = {

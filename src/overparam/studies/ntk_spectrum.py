@@ -34,9 +34,10 @@ from overparam.measure.ntk import (
     ntk_gram,
     ntk_regression,
 )
-from overparam.models import seeded
+from overparam.models import mlp_parameter_count, seeded
 from overparam.models.binary import QuasiNetwork, binary_mlp
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, FLOAT32, FLOAT64, MAX_EPOCHS, MAX_EXAMPLES, MAX_STEPS,
+                                    MAX_WIDTH, RunContext, Study, StudyResult, fmt, mlp_training_bytes, register)
 from overparam.train import TrainConfig, train
 
 ZYW = "Zhang, Yin & Wang, arXiv 2206.05916 (NTK of binary weight networks)"
@@ -50,29 +51,32 @@ KERNELS = ("vanilla", "binary", "laplace", "gaussian")
 class NTKSpectrumConfig(StudyConfig):
     datasets: list[str] = param(["sphere", "mnist1d", "digits"], "datasets for the spectra",
                                 choices=("sphere", "mnist1d", "digits"))
-    n_points: int = param(1000, "points on which each kernel is evaluated", min=20)
+    n_points: int = param(1000, "points on which each kernel is evaluated", min=20, max=100_000)
     sphere_dim: int = param(2, "input dimension of the synthetic sphere dataset (2 = the circle: eigenvalue "
-                                "index ~ 2 x frequency, so decay laws in the index are those in the frequency)", min=2)
-    width: int = param(1024, "hidden width of the MLPs whose NTK is compared", min=4)
+                                "index ~ 2 x frequency, so decay laws in the index are those in the frequency)", min=2,
+                                max=10_000)
+    width: int = param(1024, "hidden width of the MLPs whose NTK is compared", min=4, max=MAX_WIDTH)
     depth: int = param(1, "hidden layers", min=1, max=4)
-    fit_first: int = param(2, "first eigenvalue index (1-based) of the decay fits", min=1)
-    fit_last: int = param(100, "last eigenvalue index of the decay fits (stops earlier at the float64 floor)", min=5)
+    fit_first: int = param(2, "first eigenvalue index (1-based) of the decay fits", min=1, max=100_000)
+    fit_last: int = param(100, "last eigenvalue index of the decay fits (stops earlier at the float64 floor)", min=5,
+                          max=100_000)
     gap_dataset: str = param("digits", "dataset of the generalization-gap experiment",
                              choices=("sphere", "mnist1d", "digits"))
-    gap_n_train: int = param(4000, "training examples for the gap experiment", min=20)
-    gap_n_test: int = param(1000, "test examples for the gap experiment", min=20)
-    gap_width: int = param(1024, "hidden width of the trained networks", min=4)
-    gap_seeds: int = param(10, "seeds (networks per kind) in the gap experiment", min=1)
-    gap_epochs: int = param(100, "training epochs", min=1)
+    gap_n_train: int = param(4000, "training examples for the gap experiment", min=20, max=MAX_EXAMPLES)
+    gap_n_test: int = param(1000, "test examples for the gap experiment", min=20, max=MAX_EXAMPLES)
+    gap_width: int = param(1024, "hidden width of the trained networks", min=4, max=MAX_WIDTH)
+    gap_seeds: int = param(10, "seeds (networks per kind) in the gap experiment", min=1, max=1000)
+    gap_epochs: int = param(100, "training epochs", min=1, max=MAX_EPOCHS)
     gap_lr: float = param(0.02, "Adam learning rate (latent weights in [-1, 1])", min=1e-6, max=10.0)
-    gap_batch: int = param(100, "minibatch size", min=1)
+    gap_batch: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
     binary_mode: str = param("stochastic", "BinaryConnect rounding of the trained binary nets",
                              choices=("stochastic", "sign"))
-    lazy_widths: list[int] = param([64, 128, 256, 512, 1024, 2048, 4096], "widths of the lazy-regime sweep", min=4)
-    lazy_points: int = param(200, "training points of the lazy-regime sweep (sphere)", min=10)
-    lazy_steps: int = param(1000, "full-batch GD steps (MSE) in the lazy-regime sweep", min=1)
+    lazy_widths: list[int] = param([64, 128, 256, 512, 1024, 2048, 4096], "widths of the lazy-regime sweep", min=4,
+                                   max=MAX_WIDTH)
+    lazy_points: int = param(200, "training points of the lazy-regime sweep (sphere)", min=10, max=100_000)
+    lazy_steps: int = param(1000, "full-batch GD steps (MSE) in the lazy-regime sweep", min=1, max=MAX_STEPS)
     kernel_points: int = param(1000, "train and test points of the kernel-regression comparison (kernel ridge)",
-                               min=10)
+                               min=10, max=100_000)
     lazy_lr: float = param(1.0, "GD learning rate in the lazy-regime sweep (NTK parameterization)", min=1e-6, max=100.0)
 
     def validate(self) -> None:
@@ -82,6 +86,23 @@ class NTKSpectrumConfig(StudyConfig):
             raise ConfigError(f"fit_last: {self.fit_last} exceeds n_points={self.n_points}")
         if len(self.lazy_widths) < 2 or sorted(self.lazy_widths) != list(self.lazy_widths):
             raise ConfigError("lazy_widths: need at least 2 increasing widths, e.g. 64,256,1024")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """Gram matrices and their eigenvectors (float64), the kernel-regression kernels, and the networks
+        with their Jacobian blocks (at most the NTK's working memory)."""
+        from overparam.measure.ntk import DEFAULT_MEMORY
+
+        d = max(self.sphere_dim if name == "sphere" else DATASET_SHAPES[name][0]
+                for name in [*self.datasets, self.gap_dataset])
+
+        def net(width: int, points: int) -> float:
+            P = mlp_parameter_count(d, [width] * self.depth, 10)
+            return FLOAT64 * 4 * P + min(DEFAULT_MEMORY, FLOAT64 * points * P)
+        return {"n_points": FLOAT64 * 3 * self.n_points ** 2, "kernel_points": FLOAT64 * 6 * self.kernel_points ** 2,
+                "width": net(self.width, self.n_points),
+                "gap_width": mlp_training_bytes(1, d, [self.gap_width] * self.depth, 10, self.gap_batch),
+                "lazy_widths": net(max(self.lazy_widths), self.lazy_points),
+                "gap_n_train": FLOAT32 * 3 * d * (self.gap_n_train + self.gap_n_test)}
 
 
 PRESETS = {

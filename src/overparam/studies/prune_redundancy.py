@@ -24,7 +24,7 @@ from overparam.memory.nets import mask_applier, nonzero_parameters
 from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (accuracy, fit, load_capped, noise_curve_figure, noise_robustness,
                                          noise_value)
-from overparam.studies.base import Check, RunContext, Study, StudyResult, register
+from overparam.studies.base import Check, MAX_EXAMPLES, RunContext, Study, StudyResult, register
 
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7): prune, then reuse weights as repetition code"
 FRANKLE = "Frankle & Carbin 2019 (pruned to 10-20% of the weights, accuracy is kept)"
@@ -38,7 +38,7 @@ class PruneRedundancyConfig(NetworkDataConfig):
     epochs: int = param(40, "dense training epochs (Adam)", min=1, max=10000)
     finetune_epochs: int = param(15, "fine-tuning epochs with the pruning mask fixed", min=0, max=10000)
     lr: float = param(1e-3, "Adam learning rate", min=1e-6, max=1.0)
-    batch_size: int = param(100, "minibatch size", min=1)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
 
 
 PRESETS = {

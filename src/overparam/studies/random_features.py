@@ -22,7 +22,8 @@ import torch
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, FLOAT64, MAX_EXAMPLES, RunContext, Study, StudyResult,
+                                    check_data_keys, fmt, register)
 
 BELKIN = "Belkin, Hsu, Ma, Mandal 2019 (PNAS), Fig. 2 (RFF on MNIST) and Fig. 3"
 FEATURES = ("relu", "fourier")
@@ -32,17 +33,17 @@ FEATURES = ("relu", "fourier")
 class RandomFeaturesConfig(StudyConfig):
     datasets: list[str] = param(["mnist1d", "digits"], "datasets (mnist1d, digits, mnist)")
     data_dir: str = param("", "folder of MNIST IDX files (dataset mnist)")
-    n_train: int = param(400, "training points n (digits has at most 1257)", min=10)
+    n_train: int = param(400, "training points n (digits has at most 1257)", min=10, max=MAX_EXAMPLES)
     n_test: int | None = param(None, "test points (none: the dataset's default, 1000 for mnist1d, 540 for digits)",
-                               min=10)
+                               min=10, max=MAX_EXAMPLES)
     features: list[str] = param(["relu", "fourier"], "random feature maps: relu, fourier")
     ratios: list[float] = param([0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0],
                                 "numbers of features as multiples N/n of the training-set size; must contain 1",
-                                min=0.001)
+                                min=0.001, max=1000.0)
     ridges: list[float] = param([0.0, 1e-5, 1e-3], "ridge strengths lambda (0 = minimum-norm least squares); "
-                                "objective (1/n)|Phi w - Y|^2 + lambda |w|^2", min=0.0)
+                                "objective (1/n)|Phi w - Y|^2 + lambda |w|^2", min=0.0, max=1e6)
     bandwidth: float = param(0.0, "Fourier bandwidth sigma on standardized inputs; 0 = half the median pairwise "
-                             "distance (Belkin's sigma=5 on MNIST is about half its median distance)", min=0.0)
+                             "distance (Belkin's sigma=5 on MNIST is about half its median distance)", min=0.0, max=1e6)
     feature_seeds: int = param(3, "independent draws of the random features (curves are averaged)", min=1, max=100)
     margin: float = param(0.05, "relative margin by which the largest-lambda risk at N=n may exceed its neighbours",
                           min=0.0, max=1.0)
@@ -51,10 +52,7 @@ class RandomFeaturesConfig(StudyConfig):
         for name in self.datasets:
             if name not in ("mnist1d", "digits", "mnist"):
                 raise ConfigError(f"datasets: {name!r} is not allowed; choose from mnist1d, digits, mnist")
-        if not self.datasets:
-            raise ConfigError("datasets: give at least one dataset")
-        if "mnist" in self.datasets and not self.data_dir:
-            raise ConfigError("data_dir: dataset mnist needs --data-dir pointing at MNIST IDX files")
+        check_data_keys(self.datasets, self.data_dir, self.n_train, n_test=self.n_test)
         for name in self.features:
             if name not in FEATURES:
                 raise ConfigError(f"features: {name!r} is not allowed; choose from relu, fourier")
@@ -71,8 +69,18 @@ class RandomFeaturesConfig(StudyConfig):
             raise ConfigError("ridges: need lambda = 0 and at least one lambda > 0")
         if self.ridges[0] != 0.0:
             raise ConfigError("ridges: the first lambda must be 0 (the minimum-norm solution)")
-        if "digits" in self.datasets and (self.n_train > 1257 or (self.n_test or 0) > 540):
-            raise ConfigError("n_train/n_test: digits has 1257 training and 540 test images")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """One dataset at a time: its standardized inputs, the train and test features (float64) and the
+        smaller Gram matrix with its eigenvectors."""
+        n, N = self.n_train, max(1, round(max(self.ratios) * self.n_train))
+        features = data = 0.0
+        for name in self.datasets:
+            d, _, _, default_test = DATASET_SHAPES.get(name, DATASET_SHAPES["mnist"])
+            n_test = self.n_test or default_test
+            features = max(features, FLOAT64 * (N * (2 * n + n_test) + 3 * min(n, N) ** 2))
+            data = max(data, FLOAT64 * 2 * d * (n + n_test))
+        return {"n_train": data, "n_train or ratios": features}
 
 
 PRESETS = {

@@ -35,7 +35,8 @@ from torch.func import grad, hessian, vmap
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.models import mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, FLOAT64, MAX_EXAMPLES, MAX_STEPS, RunContext, Study, StudyResult, fmt,
+                                    register)
 from overparam.train import Diverged
 from overparam.train.parallel import torch_threads
 
@@ -49,37 +50,46 @@ _ACT = {"tanh": torch.tanh, "relu": torch.relu, "softplus": torch.nn.functional.
 
 @dataclass
 class SaddleIndexConfig(StudyConfig):
-    d: int = param(4, "input dimension", min=1)
-    teacher_width: int = param(4, "hidden units of the random teacher", min=1)
+    d: int = param(4, "input dimension", min=1, max=10_000)
+    teacher_width: int = param(4, "hidden units of the random teacher", min=1, max=10_000)
     teacher_activation: str = param("tanh", "teacher activation (tanh: realizable by tanh students of width >= "
                                             "teacher_width, so wide students reach true critical points)",
                                     choices=("tanh", "relu", "softplus"))
     teacher_scale: float = param(2.0, "teacher's first-layer weights: teacher_scale x fan-in-scaled Gaussians",
                                  min=1e-3, max=100.0)
-    n_train: int = param(100, "training inputs (standard Gaussian)", min=4)
-    widths: list[int] = param([1, 2, 4, 8], "student hidden widths (under- to over-parameterized)", min=1)
-    seeds: int = param(12, "students (initializations) per width", min=2)
+    n_train: int = param(100, "training inputs (standard Gaussian)", min=4, max=MAX_EXAMPLES)
+    widths: list[int] = param([1, 2, 4, 8], "student hidden widths (under- to over-parameterized)", min=1, max=10_000)
+    seeds: int = param(12, "students (initializations) per width", min=2, max=100_000)
     activation: str = param("tanh", "student activation", choices=tuple(_ACT))
     init_scale: float = param(0.3, "students' initial weights: init_scale x fan-in-scaled Gaussians "
                                     "(small inits make training pass by saddles)", min=1e-6, max=10.0)
     lr: float = param(0.5, "full-batch gradient-descent step", min=1e-6, max=10.0)
-    steps: int = param(4000, "gradient-descent steps", min=10)
-    record_every: int = param(50, "steps between gradient-norm records (stall detection)", min=1)
+    steps: int = param(4000, "gradient-descent steps", min=10, max=MAX_STEPS)
+    record_every: int = param(50, "steps between gradient-norm records (stall detection)", min=1, max=MAX_STEPS)
     stall_ratio: float = param(0.3, "a plateau is a local minimum in time of ||g|| below this fraction of the "
                                     "largest ||g|| seen so far", min=0.0, max=1.0)
-    max_plateaus: int = param(1, "earlier plateaus kept per run (deepest first), besides the end point", min=0)
-    newton_steps: int = param(100, "Levenberg-Marquardt iterations refining each stall point", min=0)
-    grad_tol: float = param(1e-6, "a refined point is critical if ||grad|| <= grad_tol", min=0.0)
-    max_move: float = param(0.2, "and if it moved <= max_move x ||theta|| from the stall point", min=0.0)
+    max_plateaus: int = param(1, "earlier plateaus kept per run (deepest first), besides the end point", min=0, max=100)
+    newton_steps: int = param(100, "Levenberg-Marquardt iterations refining each stall point", min=0, max=100_000)
+    grad_tol: float = param(1e-6, "a refined point is critical if ||grad|| <= grad_tol", min=0.0, max=1e6)
+    max_move: float = param(0.2, "and if it moved <= max_move x ||theta|| from the stall point", min=0.0, max=1e6)
     zero_rtol: float = param(1e-4, "eigenvalues within zero_rtol x max|lambda| of zero count as zero",
                              min=0.0, max=0.1)
     stuck_loss: float = param(0.05, "a run is stuck if its final training loss exceeds this (targets have "
-                                    "unit variance, so 1 = predicting the mean)", min=0.0)
+                                    "unit variance, so 1 = predicting the mean)", min=0.0, max=1e6)
 
     def validate(self) -> None:
         w = list(self.widths)
         if len(w) < 2 or sorted(w) != w or len(set(w)) != len(w):
             raise ConfigError("widths: need at least 2 strictly increasing widths, e.g. 1,2,4,8")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """Dense float64 Hessians of every student of the widest width at its stall points, and the
+        forward-over-reverse products that build them (one tangent per parameter)."""
+        h = max(self.widths)
+        P = h * (self.d + 2) + 1
+        points = self.seeds * (self.max_plateaus + 1)
+        return {"widths": FLOAT64 * points * (3 * P ** 2 + P * self.n_train * h),
+                "n_train": FLOAT64 * self.n_train * (self.d + 1) * 2}
 
 
 PRESETS = {

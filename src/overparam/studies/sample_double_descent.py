@@ -19,7 +19,9 @@ import numpy as np
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import corrupt, load_dataset
 from overparam.models import MLP, mlp_parameter_count
-from overparam.studies.base import Check, RunContext, Study, StudyResult, check_data_keys, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, check_data_keys, data_bytes, mlp_training_bytes, register,
+                                    training_batch)
 from overparam.train import Diverged, TrainConfig, train_ensemble
 
 NAKKIRAN = "Nakkiran et al. 2019 (Deep Double Descent), Sec. 7, Fig. 3 and Fig. 11"
@@ -30,17 +32,17 @@ class SampleDoubleDescentConfig(StudyConfig):
     dataset: str = param("mnist1d", "training data", choices=("mnist1d", "digits", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
     sizes: list[int] = param([250, 500, 750, 1000, 1250, 1500, 2000, 3000, 4000],
-                             "training-set sizes n (nested prefixes of one training set)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
+                             "training-set sizes n (nested prefixes of one training set)", min=10, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
     label_noise: float = param(0.15, "fraction of training labels replaced by a different label", min=0.0, max=1.0)
-    width: int = param(32, "hidden width h of the in-h-h-out MLP (fixed)", min=1)
+    width: int = param(32, "hidden width h of the in-h-h-out MLP (fixed)", min=1, max=MAX_WIDTH)
     depth: int = param(2, "number of hidden layers", min=1, max=8)
     optimizer: str = param("adam", "adam or gd (full batch), or sgd (minibatch, momentum)",
                            choices=("adam", "gd", "sgd"))
     lr: float = param(0.005, "learning rate", min=1e-8, max=10.0)
     momentum: float = param(0.9, "SGD momentum (optimizer=sgd)", min=0.0, max=0.999)
-    batch_size: int = param(0, "minibatch size; 0 = full batch", min=0)
-    steps: int = param(1000, "optimizer steps at every n (the same budget for every n)", min=1)
+    batch_size: int = param(0, "minibatch size; 0 = full batch", min=0, max=MAX_EXAMPLES)
+    steps: int = param(1000, "optimizer steps at every n (the same budget for every n)", min=1, max=MAX_STEPS)
     seeds: int = param(3, "initializations per n, trained as one vmap ensemble", min=1, max=64)
     margin: float = param(0.01, "rise in test error (absolute) that counts as 'more data hurts'", min=0.0, max=0.5)
     fit_tol: float = param(0.01, "training error at or below which a model counts as fitting its data",
@@ -51,7 +53,13 @@ class SampleDoubleDescentConfig(StudyConfig):
             raise ConfigError("sizes: must be strictly increasing, e.g. 250,500,1000")
         if len(self.sizes) < 3:
             raise ConfigError("sizes: need at least 3 sizes to see a peak")
-        check_data_keys(self.dataset, self.data_dir, self.sizes[-1], "sizes")
+        check_data_keys(self.dataset, self.data_dir, self.sizes[-1], "sizes", self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, _, _ = DATASET_SHAPES[self.dataset]
+        batch = training_batch(self.optimizer, self.batch_size, self.sizes[-1])
+        return {**data_bytes(self.dataset, self.sizes[-1], self.n_test, train_key="sizes"),
+                "width": mlp_training_bytes(self.seeds, d, [self.width] * self.depth, k, batch)}
 
 
 PRESETS = {

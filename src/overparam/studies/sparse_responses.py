@@ -26,7 +26,7 @@ from overparam.memory.nets import (KWinnersMLP, SparseResponseMLP, mask_applier,
 from overparam.studies.am_common import NetworkDataConfig
 from overparam.studies.am_common import (accuracy, active_fraction, fit, load_capped, noise_curve_figure,
                                          noise_robustness, noise_value)
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, MAX_EXAMPLES, RunContext, Study, StudyResult, fmt, register
 
 AHMAD = "Ahmad & Scheinkman 2019, Table 1 (dense CNN-1 74,569 vs sparse CNN-1 100,306 of 110,000)"
 ESSAY = "essay 'Towards demystifying over-parameterization' (issue 7)"
@@ -47,7 +47,7 @@ class SparseResponsesConfig(NetworkDataConfig):
                              max=10.0)
     epochs: int = param(30, "training epochs (Adam)", min=1, max=10000)
     lr: float = param(1e-3, "Adam learning rate", min=1e-6, max=1.0)
-    batch_size: int = param(100, "minibatch size", min=1)
+    batch_size: int = param(100, "minibatch size", min=1, max=MAX_EXAMPLES)
 
 
 PRESETS = {

@@ -23,7 +23,7 @@ import torch
 
 from overparam.config import ConfigError, StudyConfig, param
 from overparam.models.gaussians import GaussianSum, centre_gradient, gaussian, grid_loss, line_centre_gradient
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import Check, FLOAT64, MAX_STEPS, RunContext, Study, StudyResult, fmt, register
 from overparam.train import Diverged
 
 MARTINELLI = ("Martinelli et al., 'Puzzling success of overparameterization: lottery tickets or escape "
@@ -43,12 +43,12 @@ class SpawnVsSlideConfig(StudyConfig):
     init_width: float = param(0.02, "initial width of every model bump", min=1e-6, max=1e6)
     init_amplitude: float = param(0.1, "initial amplitude of every model bump", min=-1e6, max=1e6)
     lr: float = param(0.02, "Adam learning rate", min=1e-8, max=10.0)
-    steps: int = param(400, "Adam steps", min=1)
+    steps: int = param(400, "Adam steps", min=1, max=MAX_STEPS)
     dtype: str = param("float32", "float32 or float64", choices=("float32", "float64"))
     success_tol: float = param(0.01, "success: final loss / mean(target^2) below this", min=0.0, max=1.0)
     far_centre: float = param(0.2, "initial centre of the K=1 'from far away' run", min=-1e6, max=1e6)
-    far_sds: float = param(5.0, "'far' = farther than this many sqrt(sigma^2 + w0^2) from the target", min=0.5)
-    picture_K: int = param(0, "K of the succeeding large-K picture (0: the largest K)", min=0)
+    far_sds: float = param(5.0, "'far' = farther than this many sqrt(sigma^2 + w0^2) from the target", min=0.5, max=1e6)
+    picture_K: int = param(0, "K of the succeeding large-K picture (0: the largest K)", min=0, max=4096)
     min_rise: float = param(0.3, "success fraction at the largest K minus at the smallest K must reach this",
                             min=0.0, max=1.0)
     dip_tol: float = param(0.1, "allowed drop of the success fraction below its running maximum over K",
@@ -63,6 +63,10 @@ class SpawnVsSlideConfig(StudyConfig):
             raise ConfigError("Ks: need at least 2 strictly increasing values, e.g. 1,2,4,8")
         if not (self.lo <= self.far_centre <= self.hi and self.lo < self.target_centre < self.hi):
             raise ConfigError("far_centre, target_centre: must lie in [lo, hi]")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """Every seed's K bumps on the loss grid, with their gradients (float64 at most)."""
+        return {"seeds or grid": FLOAT64 * 4 * self.seeds * max(self.Ks) * self.grid}
 
 
 PRESETS = {

@@ -27,7 +27,8 @@ from overparam.config import ConfigError, StudyConfig, param
 from overparam.data import load_dataset
 from overparam.models import MLP, count_parameters
 from overparam.models.tt import TTLinear, factorize
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, MAX_EPOCHS, MAX_EXAMPLES, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, data_bytes, fmt, mlp_training_bytes, register)
 from overparam.train import Diverged, Ensemble, TrainConfig, evaluate, loss_function, train_ensemble
 from overparam.train.ensemble import fit_ensemble
 
@@ -39,23 +40,24 @@ FINETUNE = ("Lebedev et al. 2015 (fine-tuned CP decomposition); Novikov et al. 2
 @dataclass
 class TensorizedConfig(StudyConfig):
     dataset: str = param("digits", "training data", choices=("digits", "mnist1d"))
-    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10)
-    width: int = param(256, "hidden width h of the in-h-h-out MLP", min=2)
+    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=10, max=MAX_EXAMPLES)
+    width: int = param(256, "hidden width h of the in-h-h-out MLP", min=2, max=MAX_WIDTH)
     depth: int = param(2, "number of hidden layers (all tensorized)", min=1, max=6)
     modes: int = param(3, "number d of TT modes per tensorized layer (balanced factorization)", min=2, max=6)
     tt_input: bool = param(True, "tensorize the input layer too (else only the h x h layers)")
-    ranks: list[int] = param([1, 2, 4, 8, 16], "TT ranks r (all internal ranks of every layer)", min=1)
+    ranks: list[int] = param([1, 2, 4, 8, 16], "TT ranks r (all internal ranks of every layer)", min=1, max=4096)
     init: str = param("he", "TT core init (variance of the represented weight)", choices=("linear", "he", "xavier"))
     lr: float = param(0.002, "Adam learning rate (dense and TT from scratch)", min=1e-6, max=1.0)
     finetune_lr: float = param(0.002, "Adam learning rate of the fine-tuning after TT-SVD", min=1e-6, max=1.0)
-    batch_size: int = param(64, "minibatch size", min=1)
-    epochs: int = param(40, "epochs for the dense net and for every TT net from scratch", min=1)
-    finetune_epochs: int = param(10, "epochs of fine-tuning after TT-SVD", min=0)
+    batch_size: int = param(64, "minibatch size", min=1, max=MAX_EXAMPLES)
+    epochs: int = param(40, "epochs for the dense net and for every TT net from scratch", min=1, max=MAX_EPOCHS)
+    finetune_epochs: int = param(10, "epochs of fine-tuning after TT-SVD", min=0, max=MAX_EPOCHS)
     seeds: int = param(1, "repeats (initialization and data order); accuracies are averaged", min=1, max=16)
-    time_reps: int = param(20, "repetitions of each timed training step / inference pass (fastest kept)", min=1)
+    time_reps: int = param(20, "repetitions of each timed training step / inference pass (fastest kept)", min=1,
+                           max=10_000)
     max_loss: float = param(0.02, "accuracy loss vs dense that counts as 'small' (absolute)", min=0.0, max=1.0)
-    min_compression: float = param(5.0, "parameter compression that counts as 'large'", min=1.0)
+    min_compression: float = param(5.0, "parameter compression that counts as 'large'", min=1.0, max=1e9)
     recover: float = param(0.5, "fraction of the TT-SVD accuracy loss fine-tuning must win back", min=0.0, max=1.0)
 
     def validate(self) -> None:
@@ -63,6 +65,11 @@ class TensorizedConfig(StudyConfig):
             raise ConfigError("ranks: must be strictly increasing, e.g. 1,2,4,8")
         if self.width < 2 ** self.modes:
             raise ConfigError(f"width: {self.width} is too small for {self.modes} modes (need >= 2**modes)")
+
+    def peak_bytes(self) -> dict[str, float]:
+        d, k, _, _ = DATASET_SHAPES[self.dataset]
+        return {**data_bytes(self.dataset, self.n_train, self.n_test),
+                "width": mlp_training_bytes(2, d, [self.width] * self.depth, k, self.batch_size)}
 
 
 PRESETS = {

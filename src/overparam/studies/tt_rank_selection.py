@@ -39,7 +39,8 @@ from overparam.models import MLP, count_parameters
 from overparam.models.bayes_tt import (BayesianTTLinear, bayes_layers, elbo_estimate, elbo_loss, mc_predict,
                                        model_kl, set_sampling, update_lambdas_)
 from overparam.models.tt import TTLinear, factorize
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, DATASET_SHAPES, FLOAT32, MAX_EXAMPLES, MAX_STEPS, RunContext, Study,
+                                    StudyResult, check_data_keys, data_bytes, fmt, register)
 from overparam.train import Diverged
 
 HAWKINS = "Hawkins & Zhang 2019 (arXiv 1905.10478), Sec. 5, Tables 1-3"
@@ -51,30 +52,31 @@ SWEEP_THRESHOLDS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)   # pruning thresholds
 class TTRankSelectionConfig(StudyConfig):
     dataset: str = param("mnist1d", "training data", choices=("digits", "mnist1d", "mnist"))
     data_dir: str = param("", "folder of MNIST IDX files (dataset=mnist)")
-    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=20)
-    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=20)
-    in_modes: list[int] = param([2, 4, 5], "factorization of the input dimension (product = input dim)", min=1)
+    n_train: int | None = param(None, "training examples (none: the dataset's default)", min=20, max=MAX_EXAMPLES)
+    n_test: int | None = param(None, "test examples (none: the dataset's default)", min=20, max=MAX_EXAMPLES)
+    in_modes: list[int] = param([2, 4, 5], "factorization of the input dimension (product = input dim)", min=1,
+                                max=4096)
     hidden_modes: list[int] = param([4, 8, 8], "factorization of the hidden width (same length as in_modes)",
-                                    min=1)
+                                    min=1, max=4096)
     depth: int = param(1, "hidden TT layers (the TT head comes on top)", min=1, max=4)
-    head_modes: list[int] = param([5, 2], "factorization of the number of classes for the TT head", min=1)
+    head_modes: list[int] = param([5, 2], "factorization of the number of classes for the TT head", min=1, max=4096)
     max_rank: int = param(16, "initial (maximal) TT rank of every layer", min=1, max=256)
-    steps: int = param(1500, "Adam steps for each of the three nets", min=1)
-    batch_size: int = param(128, "minibatch size", min=1)
+    steps: int = param(1500, "Adam steps for each of the three nets", min=1, max=MAX_STEPS)
+    batch_size: int = param(128, "minibatch size", min=1, max=MAX_EXAMPLES)
     lr: float = param(0.01, "Adam learning rate", min=1e-6, max=1.0)
     kl_warmup: float = param(0.1, "fraction of the steps over which the KL weight ramps from 0 to 1",
                              min=0.0, max=1.0)
     hyperprior: str = param("log-uniform", "hyper-prior on the rank-slice variances lambda",
                             choices=("log-uniform", "gamma", "none"))
-    hyper_a: float = param(1.0, "Gamma shape a (hyperprior=gamma)", min=1e-6)
-    hyper_b: float = param(1.0, "Gamma rate b (hyperprior=gamma)", min=1e-6)
+    hyper_a: float = param(1.0, "Gamma shape a (hyperprior=gamma)", min=1e-6, max=1e6)
+    hyper_b: float = param(1.0, "Gamma rate b (hyperprior=gamma)", min=1e-6, max=1e6)
     lambda_update: str = param("closed-form", "how the rank-slice variances are fitted: exact coordinate ascent "
                                "after every step, or Adam like the other parameters",
                                choices=("closed-form", "gradient"))
     init_sigma: float = param(0.01, "initial posterior std as a fraction of the prior std", min=1e-6, max=1.0)
     threshold: float = param(0.1, "a rank slice is cut when its lambda < threshold x the largest of its rank",
                              min=0.0, max=1.0)
-    mc_samples: int = param(50, "posterior samples averaged for the Bayesian predictions", min=1)
+    mc_samples: int = param(50, "posterior samples averaged for the Bayesian predictions", min=1, max=100_000)
     n_bins: int = param(10, "confidence bins of the ECE and the reliability diagram", min=2, max=100)
     acc_tol: float = param(0.02, "accuracy loss (absolute) that still counts as 'similar accuracy'",
                            min=0.0, max=1.0)
@@ -89,8 +91,14 @@ class TTRankSelectionConfig(StudyConfig):
             raise ConfigError("in_modes: need at least 2 modes (a TT layer with one core has no rank)")
         if len(self.head_modes) < 2:
             raise ConfigError("head_modes: need at least 2 modes, e.g. 5,2 for 10 classes")
-        if self.dataset == "mnist" and not self.data_dir:
-            raise ConfigError("data_dir: dataset=mnist needs --set data_dir=FOLDER with the MNIST IDX files")
+        check_data_keys(self.dataset, self.data_dir, self.n_train, n_test=self.n_test)
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The data and the activations of the widest TT layer for a batch and for the test set."""
+        hidden = math.prod(self.hidden_modes)
+        n_test = self.n_test or DATASET_SHAPES[self.dataset][3]
+        return {**data_bytes(self.dataset, self.n_train, self.n_test),
+                "hidden_modes": FLOAT32 * 3 * (self.depth + 1) * hidden * (self.batch_size + n_test)}
 
 
 PRESETS = {

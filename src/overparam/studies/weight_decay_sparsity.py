@@ -41,7 +41,8 @@ from overparam.data import doppler, piecewise
 from overparam.measure.baselines1d import (krr_smoothers, monte_carlo_dof, smoother_df, smoothing_spline_smoother,
                                            trend_filter, trend_filter_lambda_max, wavelet_denoise)
 from overparam.models.parallel import ParallelNet, ResNet1D, active_blocks, active_subnetworks, weight_penalty
-from overparam.studies.base import Check, RunContext, Study, StudyResult, fmt, register
+from overparam.studies.base import (Check, FLOAT32, FLOAT64, MAX_EXAMPLES, MAX_STEPS, MAX_WIDTH, RunContext, Study,
+                                    StudyResult, fmt, register)
 from overparam.train import Diverged
 
 ZW = "Zhang & Wang, ICLR 2023 (Deep learning meets nonparametric regression)"
@@ -52,29 +53,30 @@ METHODS = ("parallel", "mlp", "spline", "krr", "wavelet", "trend_filter")
 @dataclass
 class WeightDecaySparsityConfig(StudyConfig):
     targets: list[str] = param(["doppler", "piecewise"], "target functions on [0, 1]", choices=tuple(TARGETS))
-    n_train: int = param(256, "design points (evenly spaced; a multiple of 2**level for the wavelets)", min=16)
+    n_train: int = param(256, "design points (evenly spaced; a multiple of 2**level for the wavelets)", min=16,
+                         max=MAX_EXAMPLES)
     noise_std: float = param(0.1, "standard deviation of the Gaussian noise", min=1e-4, max=10.0)
     repeats: int = param(10, "noise draws per setting (>= 2 for the Monte-Carlo df)", min=2, max=64)
     lambdas: list[float] = param([1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
-                                 "weight-decay grid lambda for the parallel net and the MLP", min=0.0)
-    M: int = param(16, "subnetworks of the parallel net", min=1)
+                                 "weight-decay grid lambda for the parallel net and the MLP", min=0.0, max=1e6)
+    M: int = param(16, "subnetworks of the parallel net", min=1, max=4096)
     L: int = param(4, "linear layers per subnetwork (depth)", min=2, max=12)
-    w: int = param(8, "width of each subnetwork", min=1)
+    w: int = param(8, "width of each subnetwork", min=1, max=4096)
     mlp_width: int = param(0, "hidden width of the vanilla MLP (0: match the parallel net's parameter count)",
-                           min=0)
+                           min=0, max=MAX_WIDTH)
     input_scale: float = param(30.0, "the nets see input_scale * (2x - 1): a larger scale lets Adam reach the "
                                "steep features Doppler needs in few steps (equivalent to a first-layer lr multiplier)",
                                min=1e-3, max=1e4)
     init: str = param("domain", "first-layer init: 'domain' spreads the ReLU breakpoints uniformly over the "
                                 "input range [-1, 1]; 'default' is nn.Linear's", choices=("domain", "default"))
-    steps: int = param(4000, "full-batch Adam steps", min=1)
+    steps: int = param(4000, "full-batch Adam steps", min=1, max=MAX_STEPS)
     lr: float = param(0.01, "Adam learning rate (cosine decay to 0)", min=1e-6, max=1.0)
-    resnet_width: int = param(16, "ResNet stream width", min=1)
-    resnet_blocks: int = param(8, "ResNet residual blocks", min=1)
+    resnet_width: int = param(16, "ResNet stream width", min=1, max=4096)
+    resnet_blocks: int = param(8, "ResNet residual blocks", min=1, max=1000)
     resnet_lambdas: list[float] = param([1e-3, 1e-2, 1e-1, 0.3, 1.0, 3.0], "weight-decay grid for the ResNet",
-                                        min=0.0)
+                                        min=0.0, max=1e6)
     resnet_repeats: int = param(3, "noise draws per ResNet lambda", min=1, max=64)
-    resnet_steps: int = param(3000, "full-batch Adam steps of the ResNet", min=1)
+    resnet_steps: int = param(3000, "full-batch Adam steps of the ResNet", min=1, max=MAX_STEPS)
     tf_orders: list[int] = param([1, 2], "trend-filtering orders k", min=0, max=3)
     tuning_points: int = param(12, "points in each baseline's tuning grid", min=3, max=100)
     rtol: float = param(1e-3, "relative tolerance of 'active' (output RMS variation vs the scale)", min=0.0, max=0.5)
@@ -86,6 +88,18 @@ class WeightDecaySparsityConfig(StudyConfig):
             raise ConfigError("resnet_lambdas: need >= 2 distinct increasing values")
         if len(set(self.targets)) != len(self.targets):
             raise ConfigError("targets: list each target once")
+
+    def peak_bytes(self) -> dict[str, float]:
+        """The baselines' n x n smoother matrices, and every (target, lambda, draw) net trained at once on
+        all n points: the parallel net, its parameter-matched MLP and the ResNet."""
+        n, T = self.n_train, len(self.targets)
+        replicas = T * len(self.lambdas) * self.repeats
+        mlp_width = self.mlp_width or math.isqrt(self.M) * self.w + self.w
+        units = max(self.M * self.w, mlp_width)
+        nets = FLOAT32 * 4 * replicas * (n * units * self.L + self.M * self.L * self.w ** 2 + self.L * mlp_width ** 2)
+        resnet = FLOAT32 * 4 * T * len(self.resnet_lambdas) * self.resnet_repeats * (
+            n * self.resnet_width * (self.resnet_blocks + 1) + self.resnet_blocks * self.resnet_width ** 2)
+        return {"n_train": FLOAT64 * (self.tuning_points + 4) * n ** 2, "lambdas": nets, "resnet_lambdas": resnet}
 
 
 PRESETS = {
