@@ -179,16 +179,21 @@ def test_bad_inputs_give_one_line(user, tmp_path, case):
                       "--data", data],
         "out_folder": ["landscape", "--model", model, "--weights", w, "--data", data,
                        "--out", str(tmp_path / "no" / "such" / "x.png")],
-        "not_mlp": ["generalization", "--model", f"{d / 'mynet.py'}:normed", "--data", data],
-        "float_labels": ["generalization", "--model", f"{d / 'mynet.py'}:regressor", "--data", str(d / "reg.npz"),
-                         "--loss", "mse"],
-        "ce_on_real_targets": ["sharpness", "--model", f"{d / 'mynet.py'}:regressor", "--data", str(d / "reg.npz")],
+        "not_mlp": ["generalization", "--model", f"{d / 'mynet.py'}:normed", "--random-init", "--data", data],
+        "float_labels": ["generalization", "--model", f"{d / 'mynet.py'}:regressor", "--random-init",
+                         "--data", str(d / "reg.npz"), "--loss", "mse"],
+        "ce_on_real_targets": ["sharpness", "--model", f"{d / 'mynet.py'}:regressor", "--random-init",
+                               "--data", str(d / "reg.npz")],
         "subspace_too_big": ["sharpness", "--model", model, "--weights", w, "--data", data, "--subspace", "1000"],
         "steps_one": ["interpolate", "--model", model, "--weights", w, "--weights-b", w, "--data", data,
                       "--steps", "1"],
     }[case]
+    needle = {"b_other_factory": "do not fit", "b_missing": "not found", "out_folder": "--out", "not_mlp": "Linear",
+              "float_labels": "integer class labels", "ce_on_real_targets": "cross_entropy",
+              "subspace_too_big": "--subspace", "steps_one": "--steps"}[case]
     out = run_cli("measure", *args)
     assert out.returncode == 2, (case, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert needle in out.stderr, out.stderr
     assert out.stdout == ""

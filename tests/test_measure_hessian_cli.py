@@ -123,8 +123,12 @@ def test_bad_inputs_give_one_line(user_files, case):
         model = "justaname"
     elif case == "no_data":
         data = str(d / "missing.npz")
-    args = ["measure", "hessian", "--model", model, "--data", data] + (["--weights", weights] if weights else [])
+    args = ["measure", "hessian", "--model", model, "--data", data] + (["--weights", weights] if weights
+                                                                       else ["--random-init"])
     out = run_cli(*args)
     assert out.returncode == 2, (case, out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    needle = {"no_weights_file": "weights file not found", "bad_factory": "no callable 'nothing'",
+              "shape": "cannot take inputs of shape", "no_data": "data file not found"}[case]
+    assert needle in out.stderr, out.stderr

@@ -10,7 +10,7 @@ nn.Linear layers with ReLU-like activations; margins need integer class labels.
 
 from __future__ import annotations
 
-from overparam.commands.argtypes import positive_float, positive_int
+from overparam.commands.argtypes import float_in, positive_int, seed_int
 from overparam.commands.usermodel_args import (add_model_args, load_inputs, load_model_quiet, measuring,
                                                print_json, threads)
 
@@ -22,10 +22,10 @@ def add_parser(subparsers) -> None:
     add_model_args(p, data_help=".npz of the TRAINING data: X and integer labels y (or X_train, y_train)")
     p.add_argument("--init", metavar="FILE", help="state_dict at initialization (adds the distance measures)")
     p.add_argument("--no-pacbayes", action="store_true", help="skip the PAC-Bayes sigmas (the slow part)")
-    p.add_argument("--tolerance", type=positive_float, default=0.1,
+    p.add_argument("--tolerance", type=float_in(0, 1000, low_open=True), default=0.1,
                    help="PAC-Bayes: allowed rise of the mean loss under noise (default 0.1)")
     p.add_argument("--samples", type=positive_int, default=10, help="PAC-Bayes Monte Carlo samples (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PAC-Bayes noise")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the PAC-Bayes noise")
 
 
 def run(args, store) -> int:
@@ -45,7 +45,7 @@ def run(args, store) -> int:
         raise UserModelError(str(exc)) from None
     init = None
     if args.init:
-        init = load_model_quiet(args.model, args.init)
+        init = load_model_quiet(args.model, args.init, flag="--init")
         check_forward(init, X)
     with measuring("the generalization measures"):
         g = generalization_measures(model, (X, y), loss_fn=args.loss, init_model=init,

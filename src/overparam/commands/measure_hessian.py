@@ -12,18 +12,15 @@ import json
 
 import numpy as np
 import torch
-from overparam.commands.argtypes import positive_int
-from overparam.commands.usermodel_args import load_inputs
+from overparam.commands.argtypes import positive_int, seed_int
+from overparam.commands.usermodel_args import add_model_args, check_memory, load_inputs, measuring
 
 NAME = "hessian"
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(NAME, help="Hessian eigenvalues (and spectral density, trace) of your model's loss")
-    p.add_argument("--model", required=True, metavar="SPEC", help="pkg.module:factory or path/file.py:factory")
-    p.add_argument("--weights", metavar="FILE", help="state_dict saved by torch.save (loaded tensors-only)")
-    p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays X and y (or X_train, y_train)")
-    p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "mse"))
+    add_model_args(p)
     p.add_argument("--k", type=positive_int, default=10, help="number of eigenvalues (default 10)")
     p.add_argument("--which", default="largest", choices=("largest", "smallest", "both"))
     p.add_argument("--method", default="eigsh", choices=("eigsh", "lanczos", "dense"))
@@ -31,15 +28,9 @@ def add_parser(subparsers) -> None:
                    help="the Hessian, its Gauss-Newton part G, or H - G")
     p.add_argument("--density", action="store_true", help="also the spectral density by SLQ (Ghorbani et al. 2019)")
     p.add_argument("--trace", action="store_true", help="also the trace (Hutch++, 99 products)")
-    p.add_argument("--n", type=positive_int, metavar="N", help="use the first N examples only")
-    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     p.add_argument("--mode", default="train", choices=("train", "eval"),
                    help="eval: measure with dropout/batch norm in eval mode (train refuses them)")
-    p.add_argument("--batch-size", type=positive_int, default=2048, help="examples per streamed batch")
-    p.add_argument("--threads", type=positive_int, help="torch threads (default: 1 below 20K parameters, where "
-                   "per-operation overhead dominates and more threads only slow it down)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seed", type=seed_int, default=0)
 
 
 def run(args, store) -> int:
@@ -54,16 +45,18 @@ def run(args, store) -> int:
     except CurvatureError as exc:
         raise UserModelError(str(exc).replace("pass mode='eval'", "pass --mode eval")) from None
     op.num_threads = args.threads or (1 if op.dim < 20_000 else None)
-    try:
+    k = min(args.k, op.dim)
+    itemsize = 8 if args.dtype == "float64" else 4
+    if args.method == "dense" or k >= op.dim - 1:  # the P x P matrix, its eigenvectors and LAPACK's work space
+        check_memory(3 * 8 * op.dim ** 2, f"--method dense on {op.dim} parameters")
+    else:                                          # Krylov vectors: about 2k + 20 of them
+        check_memory(8 * (2 * k + 20) * op.dim * (2 if args.which == "both" else 1), f"--k {args.k}")
+    check_memory(itemsize * 100 * op.dim, f"{op.dim} parameters")
+    with measuring("the Hessian"):
         loss, grad = op.loss_and_grad()
-        eigs = hessian_eigs(op, k=min(args.k, op.dim), which=args.which, method=args.method, seed=args.seed)
+        eigs = hessian_eigs(op, k=k, which=args.which, method=args.method, seed=args.seed)
         dens = hessian_density(op, seed=args.seed) if args.density else None
         trace = hessian_trace(op, seed=args.seed) if args.trace else None
-    except UserModelError:
-        raise
-    except (RuntimeError, ValueError) as exc:
-        msg = " ".join(str(exc).split())[:300]
-        raise UserModelError(f"cannot measure the Hessian of this model and data: {msg}") from None
     result = {
         "model": args.model, "weights": args.weights, "data": args.data, "loss_fn": args.loss,
         "curvature": args.curvature, "dtype": args.dtype, "n_params": op.dim, "n_examples": int(len(X)),

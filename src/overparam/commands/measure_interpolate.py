@@ -10,9 +10,10 @@ weight files are two trainings of one factory. ``--out line.png`` saves the plot
 
 from __future__ import annotations
 
-from overparam.commands.argtypes import nonneg_float, positive_int
-from overparam.commands.usermodel_args import (add_model_args, load_inputs, load_model_quiet, measuring,
-                                               print_json, save_figure, threads)
+from overparam.commands.argtypes import float_in, positive_int
+from overparam.commands.usermodel_args import (add_model_args, check_memory, check_out_path, check_targets,
+                                               load_inputs, load_model_quiet, measuring, print_json, save_figure,
+                                               threads)
 
 NAME = "interpolate"
 
@@ -23,8 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model-b", metavar="SPEC", help="factory of the second model (default: --model)")
     p.add_argument("--weights-b", required=True, metavar="FILE", help="state_dict of the second model")
     p.add_argument("--steps", type=positive_int, default=21, help="grid points in [0, 1], ends included (default 21)")
-    p.add_argument("--extend", type=nonneg_float, default=0.5,
-                   help="continue the grid this far beyond each end (default 0.5; 0 stays between them)")
+    p.add_argument("--extend", type=float_in(0, 100), default=0.5,
+                   help="continue the grid this far beyond each end (default 0.5; 0 stays between them; at most 100)")
     p.add_argument("--bn", default="interpolate", choices=("interpolate", "recompute"),
                    help="BatchNorm running statistics: interpolated, or recomputed at every alpha")
     p.add_argument("--out", metavar="FILE.png", help="save the plot (.png, .pdf or .svg)")
@@ -39,10 +40,14 @@ def run(args, store) -> int:
 
     if args.steps < 2:
         raise UserModelError(f"--steps must be >= 2 (both ends), got {args.steps}")
+    points = args.steps + 2 * args.extend * (args.steps - 1)
+    check_memory(4 * 8 * points, f"--steps {args.steps} with --extend {args.extend:g}")
+    if args.out:  # fail on a bad path before a long computation
+        check_out_path(args.out)
     model_a, X, y = load_inputs(args)
     spec_b = args.model_b or args.model
-    model_b = load_model_quiet(spec_b, args.weights_b)
-    check_forward(model_b, X)
+    model_b = load_model_quiet(spec_b, args.weights_b, flag="--weights-b")
+    check_targets(args.loss, check_forward(model_b, X), y)
     with measuring("the interpolation"):
         res = interpolate(model_a, model_b, args.loss, (X, y), steps=args.steps, extend=args.extend, bn=args.bn,
                           dtype=getattr(torch, args.dtype), batch_size=args.batch_size,

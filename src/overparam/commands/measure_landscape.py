@@ -11,9 +11,9 @@ directions (``--directions random``); see :mod:`overparam.measure.landscape`. ``
 
 from __future__ import annotations
 
-from overparam.commands.argtypes import positive_float, positive_int
-from overparam.commands.usermodel_args import (add_model_args, load_inputs, measuring, print_json, save_figure,
-                                               threads)
+from overparam.commands.argtypes import float_in, positive_int, seed_int
+from overparam.commands.usermodel_args import (add_model_args, check_memory, check_out_path, load_inputs, measuring,
+                                               print_json, save_figure, threads)
 
 NAME = "landscape"
 
@@ -23,12 +23,13 @@ def add_parser(subparsers) -> None:
     add_model_args(p)
     p.add_argument("--dims", type=int, default=1, choices=(1, 2), help="a line (1, default) or a plane (2)")
     p.add_argument("--directions", default="filter-normalized", choices=("filter-normalized", "random"))
-    p.add_argument("--span", type=positive_float, default=1.0, help="grid over [-span, span] (default 1)")
+    p.add_argument("--span", type=float_in(0, 1000, low_open=True), default=1.0,
+                   help="grid over [-span, span] (default 1)")
     p.add_argument("--steps", type=positive_int, default=21, help="grid points per axis (default 21)")
     p.add_argument("--ignore", default="biasbn", choices=("biasbn", "none"),
                    help="biasbn: no move along biases and BatchNorm parameters (Li et al.'s default); none: move "
                         "them along themselves, as their code does")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random directions")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random directions")
     p.add_argument("--log", action="store_true", help="contour log10(loss) in the 2-D figure")
     p.add_argument("--out", metavar="FILE.png", help="save the figure (.png, .pdf or .svg)")
 
@@ -42,15 +43,12 @@ def run(args, store) -> int:
 
     if args.steps < 2:
         raise UserModelError(f"--steps must be >= 2, got {args.steps}")
+    points = args.steps ** args.dims   # the loss and error grids, float64, and the figure's copies of them
+    check_memory(4 * 8 * points, f"--steps {args.steps} with --dims {args.dims} ({points:.3g} grid points)")
     if args.out:  # fail on a bad path before a long computation
-        from pathlib import Path
-
-        out = Path(args.out)
-        if not out.parent.is_dir():
-            raise UserModelError(f"--out: folder {out.parent} does not exist")
-        if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-            raise UserModelError(f"--out: {out.name} must end in .png, .pdf or .svg")
+        check_out_path(args.out)
     model, X, y = load_inputs(args)
+    check_memory(8 * (args.dims + 2) * count_parameters(model), f"--dims {args.dims} directions")
     with measuring("the landscape"):
         res = landscape(model, args.loss, (X, y), dims=args.dims, directions=args.directions, span=args.span,
                         steps=args.steps, seed=args.seed, ignore=None if args.ignore == "none" else "biasbn",

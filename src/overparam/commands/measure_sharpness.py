@@ -9,8 +9,8 @@ al. 2019's magnitude-aware PAC-Bayes sigma (see :mod:`overparam.measure.sharpnes
 
 from __future__ import annotations
 
-from overparam.commands.argtypes import positive_float, positive_int
-from overparam.commands.usermodel_args import add_model_args, load_inputs, measuring, print_json, threads
+from overparam.commands.argtypes import float_in, positive_int, seed_int
+from overparam.commands.usermodel_args import add_model_args, check_memory, load_inputs, measuring, print_json, threads
 
 NAME = "sharpness"
 
@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(NAME, help="Keskar et al.'s box sharpness, the top Hessian eigenvalue and the "
                                          "PAC-Bayes sigma of your model")
     add_model_args(p)
-    p.add_argument("--eps", type=positive_float, default=1e-3, help="box half-width factor (default 1e-3)")
+    p.add_argument("--eps", type=float_in(0, 100, low_open=True), default=1e-3,
+                   help="box half-width factor (default 1e-3)")
     p.add_argument("--subspace", type=positive_int, metavar="P",
                    help="maximize in a random P-dimensional subspace (default: the full space)")
     p.add_argument("--maxiter", type=positive_int, default=100, help="L-BFGS-B iterations (default 100)")
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-pacbayes", action="store_true", help="skip the magnitude-aware PAC-Bayes sigma")
     p.add_argument("--mode", default="eval", choices=("eval", "train"),
                    help="evaluate Dropout/BatchNorm in eval (default) or train mode")
-    p.add_argument("--seed", type=int, default=0, help="start point in the box, subspace and PAC-Bayes noise")
+    p.add_argument("--seed", type=seed_int, default=0, help="start point in the box, subspace and PAC-Bayes noise")
 
 
 def run(args, store) -> int:
@@ -41,6 +42,8 @@ def run(args, store) -> int:
     n_params = count_parameters(model)
     if args.subspace is not None and args.subspace > n_params:
         raise UserModelError(f"--subspace {args.subspace} exceeds the model's {n_params} parameters")
+    if args.subspace is not None:   # the random basis and its pseudo-inverse, float64
+        check_memory(3 * 8 * n_params * args.subspace, f"--subspace {args.subspace}")
     with measuring("sharpness"):
         s = sharpness(model, args.loss, (X, y), eps=args.eps, subspace=args.subspace, seed=args.seed,
                       maxiter=args.maxiter, hessian=not args.no_hessian, pacbayes=not args.no_pacbayes,
