@@ -213,6 +213,7 @@ def _is_npz(path: Path) -> bool:
 def load_arrays(path: str | Path, n: int | None = None, need_y: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``X`` and ``y`` from an .npz (keys X, y; or X_train, y_train); integer y stays integer (classes).
+    With ``need_y=False`` only X is read (y is None).
 
     X must be real numbers (bool, integer or float; not complex, not text), finite in float32, with one
     row per example; y the same length, integer labels or finite real targets."""
@@ -231,16 +232,17 @@ def load_arrays(path: str | Path, n: int | None = None, need_y: bool = True
             keys = set(z.files)
             xk, yk = ("X", "y") if "X" in keys else ("X_train", "y_train")
             if xk not in keys or (need_y and yk not in keys):
-                raise UserModelError(f"{path} needs arrays X and y (or X_train and y_train); it has {sorted(keys)}")
+                wanted = "arrays X and y (or X_train and y_train)" if need_y else "an array X (or X_train)"
+                raise UserModelError(f"{path} needs {wanted}; it has {sorted(keys)}")
             X = z[xk]
-            y = z[yk] if yk in keys else None
+            y = z[yk] if need_y else None
     except UserModelError:
         raise
     except Exception as exc:
         raise UserModelError(f"cannot read {path} as .npz: {type(exc).__name__}: {one_line(exc)}") from None
-    check_array(X, f"{path}: {xk}", rows=True)
+    check_array(X, f"{path}: {xk}")
     if y is not None:
-        check_array(y, f"{path}: {yk}", rows=True)
+        check_array(y, f"{path}: {yk}")
         if len(X) != len(y):
             raise UserModelError(f"{path}: {xk} has {len(X)} rows but {yk} has {len(y)}")
     if n is not None:
@@ -253,13 +255,13 @@ def load_arrays(path: str | Path, n: int | None = None, need_y: bool = True
     return Xt, torch.as_tensor(y.astype(np.int64) if is_label else y.astype(np.float32))
 
 
-def check_array(a: np.ndarray, name: str, rows: bool = True) -> None:
+def check_array(a: np.ndarray, name: str) -> None:
     """Real numbers, finite, at least one dimension (one row per example)."""
     if a.dtype.kind == "c":
         raise UserModelError(f"{name} is complex ({a.dtype}); the instruments take real numbers")
     if a.dtype.kind not in "biuf":
         raise UserModelError(f"{name} must hold numbers, not {a.dtype} ({_kind_text(a.dtype)})")
-    if rows and a.ndim == 0:
+    if a.ndim == 0:
         raise UserModelError(f"{name} is a single number; it needs one row per example")
     if a.dtype.kind == "f":
         bad = ~np.isfinite(a)
