@@ -45,8 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--keys", metavar="STUDY", help="list one study's config keys, defaults and allowed values")
 
-    r = sub.add_parser("run", help="run one study (reuses a finished run of the same config)")
-    r.add_argument("study")
+    r = sub.add_parser("run", help="run one study (reuses a finished run of the same config)", add_help=False)
+    r.add_argument("-h", "--help", action="store_true", help="this help; with a STUDY, that study's keys")
+    r.add_argument("study", nargs="?")
     r.add_argument("--preset", help="quick (a minute; the default) or paper (the published setup)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable); lists as 1,2,3")
@@ -83,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="rewrite the HTML report of a run (or of all runs) and the index")
     rp.add_argument("run", nargs="?")
+    rp.add_argument("--redraw", action="store_true",
+                    help="draw the run's figures again from its stored arrays (no rerun)")
 
     t = sub.add_parser("tour", help="run every study and write the index page")
     t.add_argument("--preset", default="quick")
@@ -166,6 +169,12 @@ def cmd_run(args, store) -> int:
     from overparam.config import parse_set
     from overparam.runner import execute, get_study, preset_of, resolve
 
+    if args.help:
+        print(_study_help(args.study) if args.study else _build_parser()._subparsers._group_actions[0]
+              .choices["run"].format_help())
+        return EXIT_OK
+    if not args.study:
+        raise UsageError("overparam run: give a STUDY (`overparam studies` lists them)")
     study = get_study(args.study)
     preset = preset_of(args.preset, args.config)
     cfg = resolve(study, preset, parse_set(args.sets), args.config, args.seed, args.data_dir)
@@ -179,6 +188,23 @@ def cmd_run(args, store) -> int:
         _print_run(outcome.record, outcome.reused)
     ok = outcome.record.status == "done" and outcome.attempt_status is None
     return EXIT_OK if ok else EXIT_RUN_FAILED
+
+
+def _study_help(name: str) -> str:
+    """A study's description, paper and keys: default, allowed values and each preset's value."""
+    from overparam.config import describe_config
+    from overparam.runner import get_study
+
+    study = get_study(name)
+    rows = describe_config(study.config)
+    presets = list(study.presets)
+    lines = [f"overparam run {study.name} [--preset {'|'.join(presets)}] [--set KEY=VALUE ...]", "",
+             study.description, f"reproduces: {study.paper}", "", "keys (default, then each preset's value):"]
+    for row in rows:
+        values = "  ".join(f"{p}={study.presets[p][row['key']]!s}" for p in presets if row["key"] in study.presets[p])
+        lines.append(f"  {row['key']:<18} {str(row['default']):<14} {row['allowed']}")
+        lines.append(f"  {'':<18} {row['help']}" + (f"  [{values}]" if values else ""))
+    return "\n".join(lines)
 
 
 def cmd_sweep(args, store) -> int:
@@ -222,16 +248,26 @@ def cmd_sweep(args, store) -> int:
 
 def cmd_runs(args, store) -> int:
     records = store.list_runs(args.study) if store.exists() else []
+    current = _current_code({r.study for r in records})
     if args.json:
         _print_json([{"run_id": r.run_id, "study": r.study, "status": r.status, "verdict": r.verdict,
-                      "seconds": r.seconds, "dir": str(r.dir)} for r in records])
+                      "seconds": r.seconds, "dir": str(r.dir), "older_code": r.code != current.get(r.study, r.code)}
+                     for r in records])
         return EXIT_OK
     if not records:
         print(f"no runs in {store.root}")
     for r in records:
         secs = "" if r.seconds is None else f"{r.seconds:7.1f}s"
-        print(f"{r.run_id}  {r.study:<22} {r.status:<12} {secs:>8}  {_live(r) or r.verdict}")
+        older = " (made by older code)" if r.code != current.get(r.study, r.code) else ""
+        print(f"{r.run_id}  {r.study:<22} {r.status:<12} {secs:>8}  {_live(r) or r.verdict}{older}")
     return EXIT_OK
+
+
+def _current_code(studies: set[str]) -> dict[str, str]:
+    """The code fingerprint of each registered study among ``studies`` (sweeps and diagnoses have none)."""
+    from overparam.studies import REGISTRY
+
+    return {name: REGISTRY[name].fingerprint for name in studies if name in REGISTRY}
 
 
 def _live(record) -> str:
@@ -263,6 +299,12 @@ def cmd_report(args, store) -> int:
 
     infos = study_infos()
     records = [store.resolve(args.run)] if args.run else store.list_runs()
+    if args.redraw:
+        from overparam.runner import redraw
+
+        if not args.run:
+            raise UsageError("report --redraw needs a RUN (id or unique prefix)")
+        records = [redraw(store, records[0])]
     for record in records:
         path = write_run_report(record, infos.get(record.study))
         if args.run:
@@ -311,6 +353,9 @@ COMMANDS = {"studies": cmd_studies, "run": cmd_run, "runs": cmd_runs, "show": cm
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the command line writes figures to files; never a window
     from overparam.config import ConfigError
     from overparam.store import RunStore, StoreError
     from overparam.train.stop import clear_stop, install_signal_handlers
@@ -333,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"overparam: interrupted{'; ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader (| head) went away: nothing more to say
+        sys.stderr.close()
+        return EXIT_OK
     finally:
         store.close()
 

@@ -16,22 +16,19 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # figures are files; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from overparam.data import DataError, check_source  # noqa: E402
-from overparam.config import ConfigError, config_to_dict, fields_of, read_config_file, resolve_config  # noqa: E402
-from overparam.report import write_index, write_run_report  # noqa: E402
-from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for, save_arrays, save_figure  # noqa: E402
-from overparam.studies import REGISTRY, Study  # noqa: E402
-from overparam.studies.base import RunContext  # noqa: E402
-from overparam.store.runs import FINISHED, PROGRESS_FILE, StoreError  # noqa: E402
-from overparam.train import Diverged, Progress  # noqa: E402
-from overparam.train.stop import Interrupted, deferred  # noqa: E402
+from overparam.data import DataError, check_source
+from overparam.config import ConfigError, config_to_dict, fields_of, read_config_file, resolve_config
+from overparam.report import write_index, write_run_report
+from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for, save_arrays, save_figure
+from overparam.store.runs import FINISHED, PROGRESS_FILE, StoreError
+from overparam.studies import REGISTRY, Study
+from overparam.studies.base import RunContext
+from overparam.train import Diverged, Progress
+from overparam.train.parallel import torch_threads
+from overparam.train.stop import Interrupted, deferred
 
 
 @dataclass
@@ -49,6 +46,11 @@ def get_study(name: str) -> Study:
     if name not in REGISTRY:
         raise ConfigError(f"unknown study {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def run_id_of(study: Study, config: dict[str, Any]) -> str:
+    """The run id of ``config``: its hash with the study's version and the fingerprint of its code."""
+    return run_id_for(study.name, config, study.version, study.fingerprint)
 
 
 def study_infos() -> dict[str, dict[str, str]]:
@@ -113,23 +115,62 @@ def compute(study_name: str, config: dict[str, Any], quiet: bool = True, progres
     """Run a study on a resolved config. Failures become a Payload; Ctrl-C propagates.
 
     ``progress_path``: where to keep the run's live ``progress.json`` (see :mod:`overparam.train.progress`)."""
+    import matplotlib.pyplot as plt
+
     study = REGISTRY[study_name]
     cfg = study.config(**config)
     try:
         _seed_everything(cfg.seed)
         progress = Progress(enabled=False if quiet else None, path=progress_path)
-        result = study.run(cfg, RunContext(progress=progress))
-        # a figure is a matplotlib Figure, or already-rendered files {extension: bytes} (an animated GIF)
-        figures = {name: (dict(fig) if isinstance(fig, dict) else figure_bytes(fig))
-                   for name, fig in result.figures.items()}
+        with torch_threads(study.threads):
+            result = study.run(cfg, RunContext(progress=progress))
         return Payload(result.status, result.metrics, [c.to_dict() for c in result.checks], result.arrays,
-                       figures, result.notes)
+                       render_figures(study, result.arrays, cfg, result.figures), result.notes)
     except Diverged as exc:
         return Payload("diverged", error=str(exc) or "training diverged (NaN/inf loss)")
     except Exception as exc:  # recorded, not swallowed: the run's status is "failed" with the error
         return Payload("failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
     finally:
         plt.close("all")
+
+
+def render_figures(study: Study, arrays: dict[str, Any], cfg: Any, drawn: dict[str, Any] | None = None
+                   ) -> dict[str, dict[str, bytes]]:
+    """The study's figures as files {name: {extension: bytes}}: drawn by ``study.figures(arrays, cfg)``, or the
+    figures a study without one returned. A figure is a matplotlib Figure, or already-rendered files
+    {extension: bytes} (an animated GIF)."""
+    figures = study.figures(arrays, cfg) if study.figures is not None else (drawn or {})
+    return {name: (dict(fig) if isinstance(fig, dict) else figure_bytes(fig)) for name, fig in figures.items()}
+
+
+def redraw(store: RunStore, record: RunRecord) -> RunRecord:
+    """Draw a finished run's figures again from its stored arrays and config, without rerunning it."""
+    import matplotlib.pyplot as plt
+
+    study = get_study(record.study)
+    if study.figures is None:
+        raise ConfigError(f"study {study.name!r} draws its figures during the run; rerun it with --force instead")
+    if record.status != "done":
+        raise ConfigError(f"run {record.run_id} is {record.status}; only a finished run can be redrawn")
+    arrays: dict[str, Any] = {}
+    if (record.dir / "arrays.npz").is_file():
+        with np.load(record.dir / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    config = {k: v for k, v in record.config.items() if k != "preset"}
+    try:
+        rendered = render_figures(study, arrays, study.config(**config))
+    finally:
+        plt.close("all")
+    files: list[str] = []
+    with deferred():
+        for name, data in rendered.items():
+            files += save_figure(record.dir, name, data)
+        for stale in set(record.figures) - set(files):
+            (record.dir / stale).unlink(missing_ok=True)
+        done = store.finish(record.run_id, record.status, record.metrics, record.checks, files, record.notes,
+                            record.error, finished=record.finished)
+        _write_pages(store, done, study_infos())
+    return done
 
 
 def record(store: RunStore, run_id: str, payload: Payload, attempt=None, preset: str | None = None,
@@ -170,7 +211,7 @@ def execute(study: Study, cfg: Any, store: RunStore, force: bool = False, quiet:
     in a folder beside the run and swapped in at the end; interrupted or failed, it is discarded and the
     outcome says so (``attempt_status``)."""
     config = config_to_dict(cfg)
-    run_id = run_id_for(study.name, config, study.version)
+    run_id = run_id_of(study, config)
     existing = store.get(run_id)
     if existing is not None and store.is_live(existing):
         raise StoreError(f"run {run_id} ({study.name}) is already running in another process; "
@@ -185,7 +226,7 @@ def execute(study: Study, cfg: Any, store: RunStore, force: bool = False, quiet:
             if existing is not None and existing.status in FINISHED:
                 attempt = store.begin_attempt(run_id, config, preset)
             else:
-                store.begin(run_id, study.name, config, preset)
+                store.begin(run_id, study.name, config, preset, study.fingerprint)
         folder = attempt if attempt is not None else store.run_dir(study.name, run_id)
         payload = compute(study.name, config, quiet, progress_path=folder / PROGRESS_FILE)
     except KeyboardInterrupt as exc:

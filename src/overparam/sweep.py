@@ -24,7 +24,8 @@ import numpy as np
 
 from overparam.config import ConfigError, config_to_dict
 from overparam.report import write_index, write_run_report
-from overparam.runner import INTERRUPTED, Payload, compute, record, record_computed, resolve, study_infos
+from overparam.runner import (INTERRUPTED, Payload, compute, record, record_computed, resolve, run_id_of,
+                              study_infos)
 from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for
 from overparam.store.runs import PROGRESS_FILE
 from overparam.train.parallel import pin_to_cores, stop_pool, worker_init
@@ -96,7 +97,7 @@ def expand(study: Study, grid: dict[str, list[str]], seeds: int = 1, preset: str
             cfg = resolve(study, preset, overrides, config_file, seed=s)
             config = config_to_dict(cfg)
             values = {k: config[k] for k in keys} | {"seed": s}
-            points.append(SweepPoint(values, config, run_id_for(study.name, config, study.version)))
+            points.append(SweepPoint(values, config, run_id_of(study, config)))
     return points
 
 
@@ -213,7 +214,7 @@ def run_sweep(study: Study, points: list[SweepPoint], store: RunStore, backend: 
 
     def on_start(p: SweepPoint) -> None:
         with deferred():
-            store.begin(p.run_id, study.name, p.config, preset)
+            store.begin(p.run_id, study.name, p.config, preset, study.fingerprint)
             in_flight.add(p.run_id)
 
     def progress_of(p: SweepPoint) -> str:

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished REAL,
     pid      INTEGER,
     host     TEXT,
-    preset   TEXT
+    preset   TEXT,
+    code     TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_study ON runs(study);
 """
@@ -70,10 +71,10 @@ def default_root() -> Path:
     return Path(os.environ.get("OVERPARAM_STORE") or "runs")
 
 
-def run_id_for(study: str, config: dict[str, Any], version: int = 1) -> str:
-    """A content hash of the resolved config (seed included) and the study's version."""
-    blob = json.dumps({"study": study, "version": version, "config": to_jsonable(config)},
-                      sort_keys=True, separators=(",", ":"))
+def run_id_for(study: str, config: dict[str, Any], version: int = 1, code: str = "") -> str:
+    """A content hash of the resolved config (seed included), the study's version and its code fingerprint."""
+    doc = {"study": study, "version": version, "config": to_jsonable(config)} | ({"code": code} if code else {})
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -93,6 +94,7 @@ class RunRecord:
     finished: float | None
     dir: Path
     preset: str | None = None
+    code: str | None = None          # fingerprint of the code that made the run
 
     @property
     def seconds(self) -> float | None:
@@ -109,7 +111,7 @@ class RunRecord:
     def results(self) -> dict[str, Any]:
         """The results.json document (schema in DESIGN.md)."""
         return {"run_id": self.run_id, "study": self.study, "status": self.status, "preset": self.preset,
-                "config": self.config,
+                "code": self.code, "config": self.config,
                 "metrics": self.metrics, "checks": self.checks, "figures": self.figures, "notes": self.notes,
                 "error": self.error, "started": self.started, "finished": self.finished,
                 "seconds": self.seconds}
@@ -144,8 +146,9 @@ class RunStore:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-                if "preset" not in columns:  # a store written before runs recorded their preset
-                    conn.execute("ALTER TABLE runs ADD COLUMN preset TEXT")
+                for column in ("preset", "code"):  # a store written before runs recorded these
+                    if column not in columns:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"cannot open run store {self.db_path}: {exc}") from None
             self._conn = conn
@@ -173,7 +176,8 @@ class RunStore:
                          checks=json.loads(row["checks"]), figures=json.loads(row["figures"]),
                          notes=row["notes"], error=row["error"], created=row["created"],
                          started=row["started"], finished=row["finished"],
-                         dir=self.run_dir(row["study"], row["run_id"]), preset=row["preset"])
+                         dir=self.run_dir(row["study"], row["run_id"]), preset=row["preset"],
+                         code=row["code"])
 
     # -- queries -----------------------------------------------------------------------------
     def run_dir(self, study: str, run_id: str) -> Path:
@@ -212,7 +216,8 @@ class RunStore:
         return row is not None and (row["host"] != socket.gethostname() or _pid_alive(row["pid"]))
 
     # -- state changes -----------------------------------------------------------------------
-    def begin(self, run_id: str, study: str, config: dict[str, Any], preset: str | None = None) -> RunRecord:
+    def begin(self, run_id: str, study: str, config: dict[str, Any], preset: str | None = None,
+              code: str | None = None) -> RunRecord:
         """Mark a run as running (new, or again after an interruption or failure) and write its config.
 
         The folder of an earlier unfinished attempt is emptied first, so no figure or array of it survives
@@ -227,12 +232,13 @@ class RunStore:
         write_json(folder / "config.json", _config_document(config, preset))
         now = time.time()
         self._transaction(
-            """INSERT INTO runs (run_id, study, status, config, created, started, pid, host, preset)
-               VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)
+            """INSERT INTO runs (run_id, study, status, config, created, started, pid, host, preset, code)
+               VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(run_id) DO UPDATE SET status='running', started=excluded.started,
                    finished=NULL, error=NULL, metrics='{}', checks='[]', figures='[]', notes='',
-                   pid=excluded.pid, host=excluded.host, preset=excluded.preset""",
-            (run_id, study, json.dumps(to_jsonable(config)), now, now, os.getpid(), socket.gethostname(), preset))
+                   pid=excluded.pid, host=excluded.host, preset=excluded.preset, code=excluded.code""",
+            (run_id, study, json.dumps(to_jsonable(config)), now, now, os.getpid(), socket.gethostname(), preset,
+             code))
         record = self.get(run_id)
         write_json(folder / "results.json", record.results())
         return record
