@@ -86,7 +86,7 @@ def test_bad_input_one_line_exit_2_nothing_written(store_dir, args, needle):
     assert _runs_in(store_dir) == [] and not list(store_dir.glob("*/*")) if store_dir.exists() else True
 
 
-def _wait_for_status(store, status, timeout=60):
+def _wait_for_status(store, status, timeout=240):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rows = _runs_in(store)

@@ -7,7 +7,8 @@ import torch
 from overparam.models import MLP, seeded
 from overparam.train import TrainConfig, train
 from overparam.train import fused
-from overparam.train.ensemble import Ensemble, replica_losses, train_ensemble
+from overparam.train.ensemble import Ensemble, train_ensemble
+from overparam.train.steps import replica_losses
 from overparam.train.fused import StackedMLPStep
 
 
@@ -38,7 +39,7 @@ def test_gradients_equal_autograd(widths, bias, loss, out, n_classes):
     else:
         y = torch.randn(3, 11, *([out] if out > 1 else []), generator=g, dtype=torch.float64)
     ref_losses, ref_grads = _autograd(ens, x, y, loss, n_classes)
-    layers = [(w, b) for w, b, _ in ens._mlp_layers]
+    layers = [(w, b) for w, b, _ in ens.mlp_layers]
     losses = StackedMLPStep(ens.params, layers, loss, n_classes).step(x, y)
     torch.testing.assert_close(losses, ref_losses, rtol=1e-12, atol=1e-14)
     assert set(ref_grads) == set(ens.params)
@@ -54,7 +55,7 @@ def test_relu_kink_gets_zero_gradient_like_autograd():
         ens.params["net.0.bias"].zero_()
     x, y = torch.randn(1, 4, 2, dtype=torch.float64), torch.tensor([[0, 1, 1, 0]])
     _, ref = _autograd(ens, x, y, "cross_entropy", 2)
-    StackedMLPStep(ens.params, [(w, b) for w, b, _ in ens._mlp_layers], "cross_entropy", 2).step(x, y)
+    StackedMLPStep(ens.params, [(w, b) for w, b, _ in ens.mlp_layers], "cross_entropy", 2).step(x, y)
     assert torch.all(ens.params["net.0.weight"].grad == 0) and torch.all(ref["net.0.weight"] == 0)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,19 +23,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+STORE_HELP = "run store folder (default ./runs or $OVERPARAM_STORE)"
+
+
+class _SubParser(_Parser):
+    """A subcommand's parser: also takes ``--store`` after the subcommand (``overparam run X --store DIR``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not any(a.dest == "store" for a in self._actions):
+            self.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help=STORE_HELP)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="overparam", description="A laboratory for the science of over-parameterized networks.")
-    p.add_argument("--store", metavar="DIR", help="run store folder (default ./runs or $OVERPARAM_STORE)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p.add_argument("--store", metavar="DIR", help=STORE_HELP)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_SubParser)
     sub.required = True
 
     s = sub.add_parser("studies", help="list the studies and the papers they reproduce")
     s.add_argument("--json", action="store_true")
     s.add_argument("--keys", metavar="STUDY", help="list one study's config keys, defaults and allowed values")
 
-    r = sub.add_parser("run", help="run one study (reuses a finished run of the same config)")
-    r.add_argument("study")
-    r.add_argument("--preset", default="quick", help="quick (a minute) or paper (the published setup)")
+    r = sub.add_parser("run", help="run one study (reuses a finished run of the same config)", add_help=False)
+    r.add_argument("-h", "--help", action="store_true", help="this help; with a STUDY, that study's keys")
+    r.add_argument("study", nargs="?")
+    r.add_argument("--preset", help="quick (a minute; the default) or paper (the published setup)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable); lists as 1,2,3")
     r.add_argument("--config", metavar="FILE", help="TOML (or JSON) file of config keys")
@@ -51,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                     help="values of one config key (repeatable; the grid is their product)")
     sw.add_argument("--seeds", type=seed_count, default=1, help="seeds 0..N-1 per grid point (default 1)")
-    sw.add_argument("--preset", default="quick")
+    sw.add_argument("--preset", help="quick (the default) or paper")
     sw.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     sw.add_argument("--config", metavar="FILE")
     sw.add_argument("--data-dir", metavar="DIR")
@@ -72,6 +84,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="rewrite the HTML report of a run (or of all runs) and the index")
     rp.add_argument("run", nargs="?")
+    rp.add_argument("--redraw", action="store_true",
+                    help="draw the run's figures again from its stored arrays (no rerun)")
 
     t = sub.add_parser("tour", help="run every study and write the index page")
     t.add_argument("--preset", default="quick")
@@ -82,7 +96,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = _extra_commands()
     if commands:
         m = sub.add_parser("measure", help="measure your own model with an instrument (weights load tensors only)")
-        msub = m.add_subparsers(dest="instrument", metavar="INSTRUMENT", parser_class=_Parser)
+        msub = m.add_subparsers(dest="instrument", metavar="INSTRUMENT", parser_class=_SubParser)
         msub.required = True
         for module in commands:
             module.add_parser(msub)
@@ -108,6 +122,14 @@ def _print_json(obj: Any) -> None:
 def _run_summary(record, reused: bool) -> dict[str, Any]:
     return {"run_id": record.run_id, "study": record.study, "status": record.status, "dir": str(record.dir),
             "metrics": record.metrics, "checks": record.checks, "reused": reused, "error": record.error}
+
+
+def _print_attempt(outcome) -> None:
+    """A forced attempt that did not finish: what happened to it, and that the finished run was kept."""
+    first = (outcome.attempt_error or "").splitlines()[0] if outcome.attempt_error else ""
+    print(f"{outcome.record.study} {outcome.record.run_id}: the new attempt {outcome.attempt_status}"
+          + (f" ({first})" if first else "") + f"; the finished run is kept as it was ({outcome.record.verdict})")
+    print(f"  report: {outcome.record.dir / 'report.html'}")
 
 
 def _print_run(record, reused: bool = False) -> None:
@@ -145,24 +167,53 @@ def cmd_studies(args, store) -> int:
 
 def cmd_run(args, store) -> int:
     from overparam.config import parse_set
-    from overparam.runner import execute, get_study, resolve
+    from overparam.runner import execute, get_study, preset_of, resolve
 
+    if args.help:
+        print(_study_help(args.study) if args.study else _build_parser()._subparsers._group_actions[0]
+              .choices["run"].format_help())
+        return EXIT_OK
+    if not args.study:
+        raise UsageError("overparam run: give a STUDY (`overparam studies` lists them)")
     study = get_study(args.study)
-    cfg = resolve(study, args.preset, parse_set(args.sets), args.config, args.seed, args.data_dir)
-    outcome = execute(study, cfg, store, force=args.force, quiet=args.quiet or args.json)
+    preset = preset_of(args.preset, args.config)
+    cfg = resolve(study, preset, parse_set(args.sets), args.config, args.seed, args.data_dir)
+    outcome = execute(study, cfg, store, force=args.force, quiet=args.quiet or args.json, preset=preset)
     if args.json:
-        _print_json(_run_summary(outcome.record, outcome.reused))
+        _print_json(_run_summary(outcome.record, outcome.reused)
+                    | {"attempt_status": outcome.attempt_status, "attempt_error": outcome.attempt_error})
+    elif outcome.attempt_status:
+        _print_attempt(outcome)
     else:
         _print_run(outcome.record, outcome.reused)
-    return EXIT_OK if outcome.record.status == "done" else EXIT_RUN_FAILED
+    ok = outcome.record.status == "done" and outcome.attempt_status is None
+    return EXIT_OK if ok else EXIT_RUN_FAILED
+
+
+def _study_help(name: str) -> str:
+    """A study's description, paper and keys: default, allowed values and each preset's value."""
+    from overparam.config import describe_config
+    from overparam.runner import get_study
+
+    study = get_study(name)
+    rows = describe_config(study.config)
+    presets = list(study.presets)
+    lines = [f"overparam run {study.name} [--preset {'|'.join(presets)}] [--set KEY=VALUE ...]", "",
+             study.description, f"reproduces: {study.paper}", "", "keys (default, then each preset's value):"]
+    for row in rows:
+        values = "  ".join(f"{p}={study.presets[p][row['key']]!s}" for p in presets if row["key"] in study.presets[p])
+        lines.append(f"  {row['key']:<18} {str(row['default']):<14} {row['allowed']}")
+        lines.append(f"  {'':<18} {row['help']}" + (f"  [{values}]" if values else ""))
+    return "\n".join(lines)
 
 
 def cmd_sweep(args, store) -> int:
     from overparam.config import parse_set
-    from overparam.runner import get_study
+    from overparam.runner import get_study, preset_of
     from overparam.sweep import expand, parse_grid, run_sweep
 
     study = get_study(args.study)
+    args.preset = preset_of(args.preset, args.config)
     grid = parse_grid(args.grid)
     sets = parse_set(args.sets)
     if args.data_dir is not None:
@@ -182,7 +233,7 @@ def cmd_sweep(args, store) -> int:
     # with --json, stdout carries only the JSON document: anything a backend prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         out = run_sweep(study, points, store, backend=args.backend, workers=args.workers, address=args.address,
-                        retry_failed=args.retry_failed, grid_keys=list(grid), on_done=on_done)
+                        retry_failed=args.retry_failed, grid_keys=list(grid), on_done=on_done, preset=args.preset)
     statuses = [r.status for r in out.records]
     if args.json:
         _print_json({"study": study.name, "sweep_id": out.summary.run_id, "dir": str(out.summary.dir),
@@ -197,16 +248,38 @@ def cmd_sweep(args, store) -> int:
 
 def cmd_runs(args, store) -> int:
     records = store.list_runs(args.study) if store.exists() else []
+    current = _current_code({r.study for r in records})
     if args.json:
         _print_json([{"run_id": r.run_id, "study": r.study, "status": r.status, "verdict": r.verdict,
-                      "seconds": r.seconds, "dir": str(r.dir)} for r in records])
+                      "seconds": r.seconds, "dir": str(r.dir), "older_code": r.code != current.get(r.study, r.code)}
+                     for r in records])
         return EXIT_OK
     if not records:
         print(f"no runs in {store.root}")
     for r in records:
         secs = "" if r.seconds is None else f"{r.seconds:7.1f}s"
-        print(f"{r.run_id}  {r.study:<22} {r.status:<12} {secs:>8}  {r.verdict}")
+        older = " (made by older code)" if r.code != current.get(r.study, r.code) else ""
+        print(f"{r.run_id}  {r.study:<22} {r.status:<12} {secs:>8}  {_live(r) or r.verdict}{older}")
     return EXIT_OK
+
+
+def _current_code(studies: set[str]) -> dict[str, str]:
+    """The code fingerprint of each registered study among ``studies`` (sweeps and diagnoses have none)."""
+    from overparam.studies import REGISTRY
+
+    return {name: REGISTRY[name].fingerprint for name in studies if name in REGISTRY}
+
+
+def _live(record) -> str:
+    """How far a running run has got, from its progress.json ('' when it is not running or says nothing)."""
+    from overparam.store.runs import PROGRESS_FILE
+    from overparam.train.progress import read_progress
+
+    doc = read_progress(record.dir / PROGRESS_FILE) if record.status == "running" else None
+    if not doc:
+        return ""
+    eta = f", about {doc['eta']:.0f} s left" if doc.get("eta") is not None else ""
+    return f"{doc['desc']}: {doc['step']}/{doc['total']}{eta}"
 
 
 def cmd_show(args, store) -> int:
@@ -226,6 +299,12 @@ def cmd_report(args, store) -> int:
 
     infos = study_infos()
     records = [store.resolve(args.run)] if args.run else store.list_runs()
+    if args.redraw:
+        from overparam.runner import redraw
+
+        if not args.run:
+            raise UsageError("report --redraw needs a RUN (id or unique prefix)")
+        records = [redraw(store, records[0])]
     for record in records:
         path = write_run_report(record, infos.get(record.study))
         if args.run:
@@ -256,9 +335,12 @@ def cmd_tour(args, store) -> int:
     worst = EXIT_OK
     for study, cfg in zip(studies, configs):
         print(f"== {study.name}: {study.description}", flush=True)
-        outcome = execute(study, cfg, store, force=args.force, quiet=args.quiet)
-        _print_run(outcome.record, outcome.reused)
-        if outcome.record.status != "done":
+        outcome = execute(study, cfg, store, force=args.force, quiet=args.quiet, preset=args.preset)
+        if outcome.attempt_status:
+            _print_attempt(outcome)
+        else:
+            _print_run(outcome.record, outcome.reused)
+        if outcome.record.status != "done" or outcome.attempt_status:
             worst = EXIT_RUN_FAILED
     index = write_index(store, study_infos())
     print(f"index: {index.resolve()}")
@@ -270,33 +352,35 @@ COMMANDS = {"studies": cmd_studies, "run": cmd_run, "runs": cmd_runs, "show": cm
             "sweep": cmd_sweep}
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the command line writes figures to files; never a window
     from overparam.config import ConfigError
     from overparam.store import RunStore, StoreError
+    from overparam.train.stop import clear_stop, install_signal_handlers
 
     try:
         args = _build_parser().parse_args(argv)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    # Ctrl-C and SIGTERM both become KeyboardInterrupt, so a run records itself as interrupted.
-    # (SIGINT is installed explicitly: a process started in the background inherits it ignored.)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # SIGINT and SIGTERM stop the work between steps (overparam.train.stop): a run records itself as
+    # interrupted, a finished result being written is written first, and worker processes are ended.
+    clear_stop()
+    install_signal_handlers()
     store = RunStore(Path(args.store) if args.store else None)
     try:
         return COMMANDS[args.command](args, store)
     except (ConfigError, StoreError, UsageError) as exc:
         print(f"overparam: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("overparam: interrupted; the run is recorded as interrupted and will complete when run again",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"overparam: interrupted{'; ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader (| head) went away: nothing more to say
+        sys.stderr.close()
+        return EXIT_OK
     finally:
         store.close()
 

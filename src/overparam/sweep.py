@@ -24,9 +24,12 @@ import numpy as np
 
 from overparam.config import ConfigError, config_to_dict
 from overparam.report import write_index, write_run_report
-from overparam.runner import INTERRUPTED, Payload, compute, record, resolve, study_infos
+from overparam.runner import (INTERRUPTED, Payload, compute, record, record_computed, resolve, run_id_of,
+                              study_infos)
 from overparam.store import RunRecord, RunStore, figure_bytes, run_id_for
-from overparam.train.parallel import pin_to_cores
+from overparam.store.runs import PROGRESS_FILE
+from overparam.train.parallel import pin_to_cores, stop_pool, worker_init
+from overparam.train.stop import deferred
 from overparam.studies import Study
 
 BACKENDS = ("local", "ray")
@@ -94,17 +97,21 @@ def expand(study: Study, grid: dict[str, list[str]], seeds: int = 1, preset: str
             cfg = resolve(study, preset, overrides, config_file, seed=s)
             config = config_to_dict(cfg)
             values = {k: config[k] for k in keys} | {"seed": s}
-            points.append(SweepPoint(values, config, run_id_for(study.name, config, study.version)))
+            points.append(SweepPoint(values, config, run_id_of(study, config)))
     return points
 
 
 def _pending(points: list[SweepPoint], store: RunStore, retry_failed: bool) -> list[SweepPoint]:
+    """Points to compute: new, interrupted, or failed with ``retry_failed``; not those another process runs."""
     todo, seen = [], set()
     for p in points:
         if p.run_id in seen:
             continue
         seen.add(p.run_id)
         rec = store.get(p.run_id)
+        if rec is not None and store.is_live(rec):
+            raise ConfigError(f"point {p.run_id} of this sweep is running in another process; "
+                              f"wait for it to end or stop that process first")
         if rec is None or rec.status in ("interrupted", "running") or (rec.status == "failed" and retry_failed):
             todo.append(p)
     return todo
@@ -112,20 +119,23 @@ def _pending(points: list[SweepPoint], store: RunStore, retry_failed: bool) -> l
 
 # -- backends: each yields (point, payload) as points finish ------------------------------------------
 
-def _compute_point(study_name: str, config: dict[str, Any], cores: int | None = None) -> Payload:
+def _compute_point(study_name: str, config: dict[str, Any], cores: int | None = None,
+                   progress_path: str | None = None) -> Payload:
     if cores is not None:  # a Ray task holds one CPU: its training stays on one core
         pin_to_cores(cores)
     fault = os.environ.get(FAULT_ENV)
     if fault and not os.path.exists(fault):
         open(fault, "w").close()
         os._exit(1)  # die like a killed worker: no exception, no result
-    return compute(study_name, config, quiet=True)
+    return compute(study_name, config, quiet=True, progress_path=progress_path)
 
 
-def _run_local(study: Study, points: list[SweepPoint], workers: int, on_start: Callable) -> Iterator:
+def _run_local(study: Study, points: list[SweepPoint], workers: int, on_start: Callable,
+               progress_of: Callable[[SweepPoint], str]) -> Iterator:
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=pin_to_cores,
+    # worker_init: each worker ends with the driver, even when the driver is killed outright
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
                              initargs=(threads,)) as pool:
         queue = list(points)
         running: dict[Future, SweepPoint] = {}
@@ -134,7 +144,7 @@ def _run_local(study: Study, points: list[SweepPoint], workers: int, on_start: C
                 while queue and len(running) < workers:
                     p = queue.pop(0)
                     on_start(p)
-                    running[pool.submit(_compute_point, study.name, p.config)] = p
+                    running[pool.submit(_compute_point, study.name, p.config, None, progress_of(p))] = p
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
                     p = running.pop(fut)
@@ -144,23 +154,24 @@ def _run_local(study: Study, points: list[SweepPoint], workers: int, on_start: C
                         payload = Payload("failed", error=f"worker lost: {type(exc).__name__}: {exc}")
                     yield p, payload
         except BaseException:
-            for fut in running:
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
+            stop_pool(pool, processes=True)
             raise
 
 
 def _run_ray(study: Study, points: list[SweepPoint], workers: int, address: str | None,
-             on_start: Callable) -> Iterator:
+             on_start: Callable, progress_of: Callable[[SweepPoint], str]) -> Iterator:
     try:
         import ray
     except ImportError:
         raise ConfigError("--backend ray needs Ray: pip install 'overparam[ray]'") from None
     started_here = not ray.is_initialized()
+    reaper = None
     if started_here:
         kwargs = {"address": address} if address else {"num_cpus": workers}
+        if not address:  # a local cluster's processes must not outlive this driver, even if it is killed
+            from overparam.reaper import watch_descendants
+
+            reaper = watch_descendants()
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kwargs)
     # max_retries: a task whose worker dies is re-run; its result is written once, by the driver.
     task = ray.remote(num_cpus=1, max_retries=3)(_compute_point)
@@ -168,7 +179,7 @@ def _run_ray(study: Study, points: list[SweepPoint], workers: int, address: str 
     try:
         for p in points:
             on_start(p)
-            refs[task.remote(study.name, p.config, 1)] = p
+            refs[task.remote(study.name, p.config, 1, progress_of(p))] = p
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             p = refs.pop(ready[0])
@@ -182,14 +193,16 @@ def _run_ray(study: Study, points: list[SweepPoint], workers: int, address: str 
             ray.cancel(ref, force=True)
         if started_here:
             ray.shutdown()
+        if reaper is not None:
+            reaper.terminate()
 
 
 # -- the driver ---------------------------------------------------------------------------------------
 
 def run_sweep(study: Study, points: list[SweepPoint], store: RunStore, backend: str = "local",
               workers: int | None = None, address: str | None = None, retry_failed: bool = False,
-              grid_keys: list[str] | None = None, on_done: Callable[[SweepPoint, RunRecord], None] | None = None
-              ) -> SweepOutcome:
+              grid_keys: list[str] | None = None, on_done: Callable[[SweepPoint, RunRecord], None] | None = None,
+              preset: str | None = None) -> SweepOutcome:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r} is not allowed; choose one of: {', '.join(BACKENDS)}")
     workers = workers or os.cpu_count() or 1
@@ -200,22 +213,29 @@ def run_sweep(study: Study, points: list[SweepPoint], store: RunStore, backend: 
     in_flight: set[str] = set()
 
     def on_start(p: SweepPoint) -> None:
-        store.begin(p.run_id, study.name, p.config)
-        in_flight.add(p.run_id)
+        with deferred():
+            store.begin(p.run_id, study.name, p.config, preset, study.fingerprint)
+            in_flight.add(p.run_id)
 
-    stream = (_run_local(study, todo, min(workers, max(len(todo), 1)), on_start) if backend == "local"
-              else _run_ray(study, todo, workers, address, on_start))
+    def progress_of(p: SweepPoint) -> str:
+        return str(store.run_dir(study.name, p.run_id) / PROGRESS_FILE)
+
+    stream = (_run_local(study, todo, min(workers, max(len(todo), 1)), on_start, progress_of) if backend == "local"
+              else _run_ray(study, todo, workers, address, on_start, progress_of))
     try:
         for p, payload in stream:
-            rec = record(store, p.run_id, payload)
-            in_flight.discard(p.run_id)
-            write_run_report(rec, infos.get(study.name))
+            with deferred():  # a finished point is recorded even if a signal arrives meanwhile
+                rec = record(store, p.run_id, payload)
+                in_flight.discard(p.run_id)
+                write_run_report(rec, infos.get(study.name))
             if on_done:
                 on_done(p, rec)
     except BaseException:
-        for run_id in in_flight:
-            store.finish(run_id, "interrupted", error=INTERRUPTED)
-        write_index(store, infos)
+        with deferred():
+            stream.close()  # stops the workers now, not when the generator is collected
+            for run_id in in_flight:
+                store.finish(run_id, "interrupted", error=INTERRUPTED)
+            write_index(store, infos)
         raise
     records = [store.get(p.run_id) for p in points]
     summary = _summarize(study, points, records, store, grid_keys or [])
@@ -247,13 +267,13 @@ def _summarize(study: Study, points: list[SweepPoint], records: list[RunRecord],
     metrics = {"points": len(points), "done": statuses.count("done"), "failed": statuses.count("failed"),
                "diverged": statuses.count("diverged"), "interrupted": statuses.count("interrupted"),
                "grid": grid_keys, "table": table}
-    store.begin(run_id, name, {"study": study.name, "grid": grid_keys, "run_ids": [p.run_id for p in points]})
     figures = {}
     if metric_keys and grid_keys:
         figures["sweep"] = figure_bytes(_figure(study.name, points, records, grid_keys, metric_keys[:4]))
     payload = Payload("done", metrics, [], {}, figures,
                       notes=f"{metrics['done']}/{len(points)} points done; each links to its own run page.")
-    rec = record(store, run_id, payload)
+    config = {"study": study.name, "grid": grid_keys, "run_ids": [p.run_id for p in points]}
+    rec = record_computed(store, run_id, name, config, payload)
     write_run_report(rec, {"description": f"Sweep of {study.name} over {', '.join(grid_keys) or 'seeds'}",
                            "paper": study.paper})
     return rec

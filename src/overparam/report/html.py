@@ -48,8 +48,10 @@ def render_run(record: RunRecord, info: dict[str, str] | None = None, index_href
     info = info or {}
     figures = [{"name": name, "ext": ext, "data": _file_b64(record.dir / f"{name}.{ext}")}
                for name, ext in _figure_files(record)]
+    folder = record.dir.resolve()
+    rerun = f"overparam run {record.study} --store {folder.parent.parent} --config {folder / 'config.json'}"
     return _ENV.get_template("run.html").render(
-        r=record, description=info.get("description", ""), paper=info.get("paper", ""),
+        r=record, description=info.get("description", ""), paper=info.get("paper", ""), rerun=rerun,
         figures=[f for f in figures if f["data"]], index_href=index_href,
         metrics=[(k, _fmt_metric(v)) for k, v in record.metrics.items()],
         has_arrays=(record.dir / "arrays.npz").is_file())

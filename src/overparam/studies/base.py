@@ -1,8 +1,11 @@
-"""What a study is: a typed config with presets, a `run()`, and checks against the literature.
+"""What a study is: a typed config with presets, a `run()`, figures drawn from its arrays, and checks.
 
 Studies register themselves in :data:`REGISTRY`; the CLI and the tour only ever go through it.
-A study's `run(cfg, ctx)` returns a :class:`StudyResult` (numbers, arrays, matplotlib figures, checks);
-it never writes files -- the runner hands the result to the store.
+A study's ``run(cfg, ctx)`` returns a :class:`StudyResult` (metrics, arrays, checks that carry their numbers,
+:mod:`overparam.studies.checks`); its ``figures(arrays, cfg)`` draws every figure from the stored arrays, so a
+report can be redrawn without rerunning. A study never writes files, never sets process-wide state (the runner
+sets torch's threads to ``Study.threads`` for the run and restores them) -- the runner hands the result to the
+store.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from overparam.train.progress import SILENT, Progress
 
 
 @dataclass
-class Check:
-    """One comparison with a published result. ``passed`` must be able to come out False."""
+class LegacyCheck:
+    """A check with its verdict and text typed in (studies not yet moved to :class:`checks.Check`)."""
 
     name: str
     expected: str
@@ -30,12 +33,15 @@ class Check:
                 "passed": bool(self.passed), "source": self.source}
 
 
+Check = LegacyCheck  # the name unmigrated studies import
+
+
 @dataclass
 class StudyResult:
     metrics: dict[str, Any]
-    checks: list[Check] = field(default_factory=list)
+    checks: list[Any] = field(default_factory=list)             # checks.Check (numbers) or LegacyCheck
     arrays: dict[str, Any] = field(default_factory=dict)       # name -> np.ndarray, saved in arrays.npz
-    figures: dict[str, Any] = field(default_factory=dict)      # name -> matplotlib Figure
+    figures: dict[str, Any] = field(default_factory=dict)      # studies without figures(): name -> Figure
     status: str = "done"                                       # or "diverged"
     notes: str = ""                                            # what the run shows, in a sentence or two
 
@@ -56,7 +62,16 @@ class Study:
     config: type
     presets: dict[str, dict[str, Any]]
     run: Callable[[Any, RunContext], StudyResult]
-    version: int = 1   # bump when results of an unchanged config would change: old runs are not reused
+    version: int = 1   # bump when results change for a reason the code fingerprint cannot see (data files)
+    figures: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None   # (arrays, cfg) -> name -> Figure
+    threads: int | None = None   # torch threads for the run (1 for small models: per-op overhead dominates)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the code this study runs (its module and the overparam modules it uses)."""
+        from overparam.studies.fingerprint import fingerprint
+
+        return fingerprint(self.run.__module__)
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "paper": self.paper,

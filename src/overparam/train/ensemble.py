@@ -5,16 +5,20 @@ or the shared order of ``cfg.seed``. The replicas' parameters are stacked along 
 a single optimizer (SGD, momentum, Adam, weight decay: all elementwise) updates the stack, so every
 replica follows exactly the trajectory it would follow alone under :func:`overparam.train.train`
 (tested to float tolerance). A replica whose loss turns NaN/inf is recorded as diverged and frozen;
-the others go on. Stacked ReLU MLPs skip autograd: their gradients come from the hand-derived step of
-:mod:`overparam.train.fused`; every other model goes through ``vmap(functional_call)`` and autograd.
+the others go on. How a step computes its gradients is a strategy (:mod:`overparam.train.steps`): the
+hand-derived step for stacked ReLU MLPs, or autograd through batched matmuls or ``vmap(functional_call)``.
+
+Per replica, besides its seed and data order: a learning rate, a weight decay and a penalty weight
+(:class:`PerReplica`), so a sweep over those trains as one stack.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +26,11 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from overparam.models import MLP, seeded
-from overparam.train.fused import StackedMLPStep
-from overparam.train.fused import supports as fused_supports
-from overparam.train.loop import TrainConfig, _schedule, loss_function, make_optimizer
+from overparam.train.loop import (Callback, StepInfo, TrainConfig, as_callbacks, epoch_orders, make_optimizer,
+                                  make_scheduler)
 from overparam.train.parallel import ThreadTuner, keep_freed_memory
 from overparam.train.progress import SILENT, Progress
+from overparam.train.steps import choose_step, replica_losses
 
 
 CURVES = ("train_loss", "train_error", "test_loss", "test_error")
@@ -69,7 +73,7 @@ class Ensemble:
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = buffers
         self.base = copy.deepcopy(models[0]).to("meta")
-        self._template = models[0]
+        self.template = models[0]
         self.size = len(models)
         self.masks = {k: m.to(dtype) for k, m in (masks or {}).items()}
 
@@ -79,13 +83,13 @@ class Ensemble:
         self._forward = forward
         # MLPs take a fast path: batched matmuls on the stacked weights instead of vmap(functional_call),
         # whose per-call overhead dominates for the small networks this engine is for.
-        self._mlp_layers = _mlp_layers(models[0]) if isinstance(models[0], MLP) and not self.buffers else None
+        self.mlp_layers = _mlp_layers(models[0]) if isinstance(models[0], MLP) and not self.buffers else None
 
     def forward(self, x: torch.Tensor, shared: bool = True) -> torch.Tensor:
         """Outputs of every replica: x (N, ...) shared, or (R, N, ...) one batch per replica -> (R, N, out)."""
-        if self._mlp_layers is not None:
+        if self.mlp_layers is not None:
             h = x.flatten(1).expand(self.size, -1, -1) if shared else x.flatten(2)
-            for weight, bias, act in self._mlp_layers:
+            for weight, bias, act in self.mlp_layers:
                 W = self.params[weight].transpose(1, 2)
                 h = torch.baddbmm(self.params[bias].unsqueeze(1), h, W) if bias else torch.bmm(h, W)
                 if isinstance(act, nn.ReLU):
@@ -95,8 +99,12 @@ class Ensemble:
             return h
         return vmap(self._forward, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, x)
 
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
     def replica(self, r: int) -> nn.Module:
-        model = copy.deepcopy(self._template)
+        model = copy.deepcopy(self.template)
         state = {k: v[r].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
         model.load_state_dict(state)
         return model
@@ -113,17 +121,6 @@ def _mlp_layers(model: MLP) -> list[tuple[str, str | None, Callable | None]]:
     return layers
 
 
-def replica_losses(loss_name: str, out: torch.Tensor, y: torch.Tensor, n_classes: int | None) -> torch.Tensor:
-    """Mean loss of each replica, as loss_function computes it: out (R, N, C), y (R, N[, k])."""
-    R, N = out.shape[:2]
-    if loss_name == "cross_entropy":
-        # classes on dim 1 ((R, C, N) as a view): PyTorch's kernel is several times faster this way round
-        # than on (R*N, C) rows of only C entries
-        return nn.functional.cross_entropy(out.transpose(1, 2), y.reshape(R, N), reduction="none").mean(1)
-    target = nn.functional.one_hot(y, n_classes).to(out.dtype) if n_classes is not None else y.reshape(out.shape)
-    return ((out - target) ** 2).reshape(R, -1).mean(1)
-
-
 @torch.no_grad()
 def evaluate_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, loss_name: str, n_classes: int | None,
                       batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +130,8 @@ def evaluate_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, loss_name
     one pass over 4000 rows of 32 replicas at once was 1.4x slower here).
     """
     batch_size = batch_size or max(64, EVAL_REPLICA_ROWS // ens.size)
-    total = torch.zeros(ens.size, dtype=torch.float64)
-    wrong = torch.zeros(ens.size, dtype=torch.float64)
+    total = torch.zeros(ens.size, dtype=torch.float64, device=ens.device)
+    wrong = torch.zeros(ens.size, dtype=torch.float64, device=ens.device)
     classify = not torch.is_floating_point(y)
     for i in range(0, len(X), batch_size):
         out = ens.forward(X[i:i + batch_size])
@@ -143,7 +140,7 @@ def evaluate_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, loss_name
         if classify:
             wrong += (out.max(-1).indices != yb).sum(-1).double()  # max: first index of ties, like argmax
     n = max(len(X), 1)
-    return (total / n).numpy(), ((wrong / n).numpy() if classify else np.full(ens.size, np.nan))
+    return (total / n).cpu().numpy(), ((wrong / n).cpu().numpy() if classify else np.full(ens.size, np.nan))
 
 
 def train_ensemble(build: Callable[[], nn.Module], seeds: list[int], X: torch.Tensor, y: torch.Tensor,
@@ -169,118 +166,176 @@ def _rows(data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return data.index_select(0, idx.reshape(-1)).view(*idx.shape, *data.shape[1:])
 
 
+@dataclass
+class PerReplica:
+    """Hyperparameters that differ between replicas (each a sequence of one value per replica, or None).
+
+    ``lr`` replaces ``cfg.lr`` (exactly: each replica's update is scaled, so momentum and Adam states are those
+    of its own rate), ``weight_decay`` replaces ``cfg.weight_decay`` (added to the gradient, as torch's optimizers
+    do), ``penalty_weight`` multiplies the ``penalty`` of :func:`fit_ensemble`."""
+
+    lr: Sequence[float] | None = None
+    weight_decay: Sequence[float] | None = None
+    penalty_weight: Sequence[float] | None = None
+
+    def tensors(self, R: int, dtype, device) -> dict[str, torch.Tensor | None]:
+        out = {}
+        for name in ("lr", "weight_decay", "penalty_weight"):
+            values = getattr(self, name)
+            if values is not None and len(values) != R:
+                raise ValueError(f"per-replica {name} has {len(values)} values for {R} replicas")
+            out[name] = None if values is None else torch.as_tensor(values, dtype=dtype, device=device)
+        return out
+
+
+def _per_replica_shape(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (p.dim() - 1)))
+
+
+class _Batches:
+    """The rows of each step: one shared data order, or one order per replica (``data_seeds``)."""
+
+    def __init__(self, n: int, batch: int, per_epoch: int, seed: int, data_seeds, device):
+        self.shared = data_seeds is None or batch == n
+        self.batch, self.per_epoch, self.device = batch, per_epoch, device
+        self.orders = [epoch_orders(n, batch, torch.Generator().manual_seed(s))
+                       for s in ([seed] if self.shared else data_seeds)]
+        self.current = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        k = step % self.per_epoch
+        if k == 0:
+            self.current = torch.stack([next(o) for o in self.orders]).to(self.device)
+        rows = self.current[:, k * self.batch:(k + 1) * self.batch]
+        return rows[0] if self.shared else rows
+
+
+class _Survivors:
+    """Which replicas are still finite; diverged ones are frozen where they stopped."""
+
+    def __init__(self, R: int, device):
+        self.alive = torch.ones(R, dtype=torch.bool, device=device)
+        self.all_alive = True
+        self.diverged_at = np.full(R, -1)
+
+    def drop(self, bad: np.ndarray, step: int) -> bool:
+        """Mark replicas ``bad`` (numpy bool) as diverged at ``step``; False when none is left."""
+        bad = bad & self.alive.cpu().numpy()
+        if bad.any():
+            self.diverged_at[bad] = step
+            self.alive &= ~torch.from_numpy(bad).to(self.alive.device)
+            self.all_alive = False
+        return bool(self.alive.any())
+
+    def mask(self) -> torch.Tensor | None:
+        return None if self.all_alive else self.alive
+
+    def freeze(self, params: dict[str, torch.Tensor]):
+        return None if self.all_alive else {k: p.detach()[~self.alive].clone() for k, p in params.items()}
+
+    @torch.no_grad()
+    def restore(self, params: dict[str, torch.Tensor], frozen) -> None:
+        if frozen is not None:
+            for k, p in params.items():
+                p[~self.alive] = frozen[k]
+
+
 def fit_ensemble(ens: Ensemble, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                  X_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None,
                  n_classes: int | None = None, data_seeds: list[int] | None = None,
-                 progress: Progress = SILENT, desc: str = "ensemble", workers: int = 1) -> EnsembleHistory:
+                 progress: Progress = SILENT, desc: str = "ensemble", workers: int = 1, *,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+                 per_replica: PerReplica | None = None,
+                 callbacks: Sequence[Callback | Callable] = ()) -> EnsembleHistory:
     """Train an existing :class:`Ensemble` in place (see :func:`train_ensemble`).
 
-    ``workers > 1``: the steps run on that many torch threads, or on one when timing finds that faster
-    (a busy machine; :class:`overparam.train.parallel.ThreadTuner`). ``workers=1`` leaves torch's thread
-    count as it is.
+    ``loss_fn(outputs (R, N, ...), targets (R, N, ...)) -> (R,)`` replaces the named loss; ``penalty(params)
+    -> (R,)`` is added to each replica's loss (times ``per_replica.penalty_weight``); ``callbacks`` see every
+    update (:class:`overparam.train.Callback`). ``workers > 1``: the steps run on that many torch threads, or
+    on one when timing finds that faster (:class:`overparam.train.parallel.ThreadTuner`).
     """
     keep_freed_memory()
-    dtype = getattr(torch, cfg.dtype)
-    R = ens.size
-    X = X.to(dtype)
-    y = y.to(dtype) if torch.is_floating_point(y) else y
-    if X_test is not None:
-        X_test = X_test.to(dtype)
-        y_test = y_test.to(dtype) if torch.is_floating_point(y_test) else y_test
+    dtype, device, R = getattr(torch, cfg.dtype), ens.device, ens.size
+    X, y, X_test, y_test = (None if t is None else t.to(device, dtype) if torch.is_floating_point(t) else
+                            t.to(device) for t in (X, y, X_test, y_test))
     if data_seeds is not None and len(data_seeds) != R:
         raise ValueError(f"data_seeds has {len(data_seeds)} entries for {R} replicas")
-    loss_fn = loss_function(cfg.loss, n_classes)
-    n = len(X)
-    batch, per_epoch, total = cfg.plan(n)
+    hyper = (per_replica or PerReplica()).tensors(R, dtype, device)
+    if hyper["weight_decay"] is not None and cfg.weight_decay:
+        raise ValueError("give weight decay either in cfg.weight_decay or per replica, not both")
+    batch, per_epoch, total = cfg.plan(len(X))
     eval_every = cfg.eval_every or per_epoch
-    shared = data_seeds is None or batch == n
-    gens = [torch.Generator().manual_seed(s) for s in ([cfg.seed] if shared else data_seeds)]
-    opt = make_optimizer(cfg, list(ens.params.values()), foreach=True)
-    # a constant schedule needs no scheduler (its per-step bookkeeping is measurable on small nets)
-    sched = (None if cfg.schedule == "constant"
-             else torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.schedule, total)))
-
-    def replica_loss(p, b, xb, yb):
-        return loss_fn(functional_call(ens.base, (p, b), (xb,)), yb)
-
-    # ReLU MLPs train through a hand-derived step (diverged replicas' gradients are garbage there, but
-    # their parameters are restored after every step like below). Gradient hooks registered on the stacked
-    # parameters (Tensor.register_hook) need autograd, so they keep the autograd path.
-    hooked = any(getattr(p, "_backward_hooks", None) for p in ens.params.values())
-    fused = (StackedMLPStep(ens.params, [(w, b) for w, b, _ in ens._mlp_layers], cfg.loss, n_classes)
-             if ens._mlp_layers is not None and fused_supports(ens._template, cfg.loss) and not hooked else None)
-    if ens._mlp_layers is not None:
-        def batched_loss(params, buffers, xb, yb):
-            out = ens.forward(xb, shared)
-            return replica_losses(cfg.loss, out, yb if not shared else yb.expand(R, *yb.shape), n_classes)
-    else:
-        batched_loss = vmap(replica_loss, in_dims=(0, 0, None if shared else 0, None if shared else 0))
-    hist = EnsembleHistory()
-    alive = torch.ones(R, dtype=torch.bool)
-    all_alive = True
-    diverged_at = np.full(R, -1)
-    start, orders = time.perf_counter(), None
-
-    def record(step: int) -> None:
-        tr = evaluate_ensemble(ens, X, y, cfg.loss, n_classes)
-        te = (evaluate_ensemble(ens, X_test, y_test, cfg.loss, n_classes) if X_test is not None
-              else (np.full(R, np.nan), np.full(R, np.nan)))
-        hist.step.append(step)
-        for key, value in zip(CURVES, (*tr, *te)):
-            value = value.copy()
-            value[~alive.numpy()] = np.nan
-            getattr(hist, key).append(value)
-
-    record(0)
+    batches = _Batches(len(X), batch, per_epoch, cfg.seed, data_seeds, device)
+    step_fn = choose_step(ens, cfg.loss, n_classes, loss_fn, penalty, hyper["penalty_weight"])
+    # a per-replica rate scales each replica's update, so the optimizer steps at rate 1
+    opt = make_optimizer(dataclasses.replace(cfg, lr=1.0) if hyper["lr"] is not None else cfg,
+                         list(ens.params.values()), foreach=True)
+    sched = make_scheduler(cfg, opt, total)
+    hooks = as_callbacks(callbacks)
+    hist, survivors, start = EnsembleHistory(), _Survivors(R, device), time.perf_counter()
+    evaluate_into(hist, ens, cfg, n_classes, (X, y), (X_test, y_test), survivors.alive, 0)
     with progress.bar(total, desc) as bar, ThreadTuner(workers) as tuner:
         for step in range(total):
             with tuner.step(step):  # on all workers, or on one thread when that is faster
-                k = step % per_epoch
-                if k == 0:
-                    orders = torch.stack([torch.randperm(n, generator=g) if batch < n else torch.arange(n)
-                                          for g in gens])
-                idx = orders[0, k * batch:(k + 1) * batch] if shared else orders[:, k * batch:(k + 1) * batch]
-                xb, yb = _rows(X, idx), _rows(y, idx)
-                if fused is not None:  # forward, losses and gradients in one hand-derived pass
-                    if shared:
-                        xb, yb = xb.flatten(1).expand(R, -1, -1), yb.expand(R, *yb.shape)
-                    losses = fused.step(xb, yb)
-                else:
-                    losses = batched_loss(ens.params, ens.buffers, xb, yb)
-                finite = torch.isfinite(losses.detach())
-                if not bool(finite.all()):
-                    bad = alive & ~finite
-                    if bad.any():
-                        diverged_at[bad.numpy()] = step
-                        alive &= ~bad
-                        all_alive = False
-                        if not alive.any():
-                            break
-                if fused is None:
-                    opt.zero_grad(set_to_none=True)
-                    total_loss = losses.sum() if all_alive else torch.where(alive, losses, 0.0).sum()
-                    total_loss.backward()
-                for name, mask in ens.masks.items():
-                    ens.params[name].grad.mul_(mask)
-                frozen = None if all_alive else {name: p.detach()[~alive].clone() for name, p in ens.params.items()}
+                idx = batches.indices(step)
+                losses = step_fn(_rows(X, idx), _rows(y, idx), batches.shared, survivors.mask())
+                if not bool(torch.isfinite(losses).all()) and not survivors.drop(
+                        ~torch.isfinite(losses).cpu().numpy(), step):
+                    break
+                _adjust_gradients(ens, hyper["weight_decay"])
+                info = StepInfo(step + 1, losses, ens, opt) if hooks else None
+                for hook in hooks:
+                    hook.before_update(info)
+                frozen, before = survivors.freeze(ens.params), _copy_if(ens.params, hyper["lr"])
                 opt.step()
                 if sched is not None:
                     sched.step()
-                if frozen is not None:  # diverged replicas stay where they stopped
-                    with torch.no_grad():
-                        for name, p in ens.params.items():
-                            p[~alive] = frozen[name]
+                _scale_updates(ens.params, before, hyper["lr"])
+                survivors.restore(ens.params, frozen)
+                for hook in hooks:
+                    hook.after_update(info)
             bar.update(1)
             if (step + 1) % eval_every == 0 or step + 1 == total:
-                record(step + 1)
-                newly = alive.numpy() & ~np.isfinite(hist.train_loss[-1])
-                if newly.any():
-                    diverged_at[newly] = step + 1
-                    alive &= ~torch.from_numpy(newly)
-                    all_alive = False
-                    if not alive.any():
-                        break
-    hist.diverged = diverged_at >= 0
-    hist.diverged_at = diverged_at
+                evaluate_into(hist, ens, cfg, n_classes, (X, y), (X_test, y_test), survivors.alive, step + 1)
+                if not survivors.drop(~np.isfinite(hist.train_loss[-1]), step + 1):
+                    break
+    hist.diverged, hist.diverged_at = survivors.diverged_at >= 0, survivors.diverged_at
     hist.seconds = time.perf_counter() - start
     return hist
+
+
+def evaluate_into(hist: EnsembleHistory, ens: Ensemble, cfg: TrainConfig, n_classes, train, test,
+                  alive: torch.Tensor, step: int) -> None:
+    """Append the replicas' train and test loss and error at ``step`` (NaN for diverged replicas)."""
+    R = ens.size
+    tr = evaluate_ensemble(ens, *train, cfg.loss, n_classes)
+    te = (evaluate_ensemble(ens, *test, cfg.loss, n_classes) if test[0] is not None
+          else (np.full(R, np.nan), np.full(R, np.nan)))
+    dead = ~alive.cpu().numpy()
+    hist.step.append(step)
+    for key, value in zip(CURVES, (*tr, *te)):
+        value = value.copy()
+        value[dead] = np.nan
+        getattr(hist, key).append(value)
+
+
+def _adjust_gradients(ens: Ensemble, weight_decay: torch.Tensor | None) -> None:
+    """Gradient masks (entries that must keep their value) and per-replica weight decay."""
+    for name, mask in ens.masks.items():
+        ens.params[name].grad.mul_(mask)
+    if weight_decay is not None:
+        with torch.no_grad():
+            for p in ens.params.values():
+                p.grad.add_(_per_replica_shape(weight_decay, p) * p)
+
+
+def _copy_if(params: dict[str, torch.Tensor], lr: torch.Tensor | None):
+    return None if lr is None else {k: p.detach().clone() for k, p in params.items()}
+
+
+@torch.no_grad()
+def _scale_updates(params: dict[str, torch.Tensor], before, lr: torch.Tensor | None) -> None:
+    if before is not None:
+        for k, p in params.items():
+            p.copy_(torch.lerp(before[k], p, _per_replica_shape(lr, p)))

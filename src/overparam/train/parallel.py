@@ -14,12 +14,15 @@ many workers ran them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
+
+from overparam.train.stop import cancelled_by
 
 T = TypeVar("T")
 CORES_ENV = "OVERPARAM_CORES"
@@ -141,6 +144,66 @@ def pin_to_cores(cores: int) -> None:
     os.environ[CORES_ENV] = str(cores)
 
 
+def die_with_parent() -> None:
+    """Make this worker process end when the process that started it ends, even by SIGKILL or the OOM killer.
+
+    On Linux the kernel delivers SIGKILL through ``prctl(PR_SET_PDEATHSIG)``; elsewhere (and as a second
+    line) a daemon thread polls the parent's pid once a second. Without this, a killed run's workers would
+    keep training for nobody, holding their memory.
+    """
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="overparam-parent-watch", daemon=True).start()
+
+
+def worker_init(cores: int) -> None:
+    """Initializer of every worker process overparam starts: pinned to ``cores`` and bound to its parent.
+
+    SIGINT is ignored in workers: Ctrl-C reaches the whole process group, and the parent, which owns the
+    run's record, stops them itself (a worker's own KeyboardInterrupt would only break the pool)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+    pin_to_cores(cores)
+
+
+def _in_pool(job: Callable[[], T], cancel: threading.Event) -> T:
+    with cancelled_by(cancel):
+        return job()
+
+
+def stop_pool(pool, processes: bool, cancel: threading.Event | None = None) -> None:
+    """Cancel what has not started and end a pool without waiting for running jobs.
+
+    Worker processes are terminated. Worker threads cannot be, so ``cancel`` is set: every training loop
+    checks :func:`overparam.train.stop.check_stop` between steps, and the threads' jobs end within a step."""
+    if cancel is not None:
+        cancel.set()
+    procs = list((getattr(pool, "_processes", None) or {}).values()) if processes else []  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[float] | None = None,
              processes: bool = False, on_done: Callable[[int], None] | None = None) -> list[T]:
     """Results of ``jobs`` (in their order), run by ``workers`` threads (or processes) with one torch thread each.
@@ -150,6 +213,7 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[
     the GIL: jobs whose steps are mostly Python overhead (small networks) barely overlap. Processes
     (``processes=True``; jobs must then be picklable, e.g. ``functools.partial`` of a module-level
     function) cost a second or two to start and overlap fully. ``on_done(i)`` is called as job i finishes.
+    An exception or an interruption stops the other jobs at once (see :func:`stop_pool`).
     """
     workers = max(1, min(int(workers), len(jobs)))
     if workers == 1:
@@ -165,13 +229,20 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int = 1, costs: Sequence[
         import multiprocessing as mp
 
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=pin_to_cores, initargs=(1,))
+                                   initializer=worker_init, initargs=(1,))
     else:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="overparam")
-    with torch_threads(1), pool:
-        futures = {pool.submit(jobs[i]): i for i in order}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_done is not None:
-                on_done(futures[future])
+    cancel = threading.Event()
+    with torch_threads(1):
+        try:
+            futures = {(pool.submit(jobs[i]) if processes else pool.submit(_in_pool, jobs[i], cancel)): i
+                       for i in order}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if on_done is not None:
+                    on_done(futures[future])
+        except BaseException:
+            stop_pool(pool, processes, cancel)
+            raise
+        pool.shutdown(wait=True)
     return results
