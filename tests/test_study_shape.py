@@ -95,3 +95,21 @@ def test_every_study_has_a_fingerprint():
     prints = {name: s.fingerprint for name, s in REGISTRY.items()}
     assert all(len(p) == 12 for p in prints.values()) and len(set(prints.values())) == len(prints)
     assert module_hash("overparam.train.loop")
+
+
+def test_rank_correlations_against_scipy_and_their_edge_cases():
+    import numpy as np
+    from scipy import stats as sps
+
+    from overparam.measure.stats import kendall, spearman, spearman_test
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert spearman(x, y) == pytest.approx(sps.spearmanr(x, y).statistic)
+    assert kendall(x, y) == pytest.approx(sps.kendalltau(x, y).statistic)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall([1.0], [2.0]))
+    assert spearman([1, 2, math.nan, 4], [1, 2, 3, 4]) == pytest.approx(1.0)   # NaN pairs dropped
+    # stratified: within each group y rises with x, although across groups it falls
+    xs = np.r_[np.arange(5), np.arange(5) + 10]
+    ys = np.r_[np.arange(5) + 10, np.arange(5)]
+    assert spearman(xs, ys) < 0 and spearman_test(xs, ys, groups=np.r_[np.zeros(5), np.ones(5)])[0] == pytest.approx(1)
