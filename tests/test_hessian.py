@@ -152,27 +152,35 @@ def test_matvecs_counted(problem):
     op.matmat(torch.randn(op.dim, 4, dtype=F64))
     op.to_scipy().matvec(np.ones(op.dim))
     assert op.n_matvecs == 6
-    assert op.n_passes == 3           # three calls, each one pass over the 3 batches
+    assert op.n_passes == 1 and op.cached   # the 3 batches' graphs are kept after the first pass
+    uncached = HessianOperator(model, "cross_entropy", (X, y), batch_size=25, cache=False)
+    for _ in range(3):
+        uncached @ torch.randn(op.dim, dtype=F64)
+    assert uncached.n_passes == 3 and not uncached.cached
+    tight = HessianOperator(model, "cross_entropy", (X, y), batch_size=25, cache_bytes=1)
+    tight @ torch.randn(op.dim, dtype=F64)
+    assert not tight.cached                  # graphs larger than the budget are not kept
     res = hessian_eigs(op, k=3)
     assert res.n_matvecs > 0 and op.n_matvecs == 6 + res.n_matvecs
     assert res.seconds > 0
 
 
-def test_dropout_and_batchnorm_refused_unless_eval():
+def test_dropout_and_batchnorm_measured_in_eval_mode_and_flags_restored():
     X, y = blobs(n=20)
     for layer in (nn.Dropout(0.3), nn.BatchNorm1d(6)):
         model = nn.Sequential(nn.Linear(4, 6), layer, nn.Tanh(), nn.Linear(6, 3)).to(F64)
-        with pytest.raises(CurvatureError, match="mode='eval'"):
-            HessianOperator(model, "cross_entropy", (X, y))
-        op = HessianOperator(model, "cross_entropy", (X, y), mode="eval")
+        if isinstance(layer, nn.BatchNorm1d):  # running statistics that are not the identity
+            with torch.no_grad():
+                model(X)
+        op = HessianOperator(model, "cross_entropy", (X, y))
+        assert "eval mode" in op.note
         assert model.training  # the caller's mode is restored after each measurement
         model.eval()
         ref = dense_hessian(model, "cross_entropy", X, y)
         model.train()
         assert torch.allclose(op.dense(), ref, atol=1e-12)
         assert model.training
-    model = nn.Sequential(nn.Linear(4, 6), nn.Dropout(0.3), nn.Linear(6, 3)).eval()
-    HessianOperator(model, "cross_entropy", (X, y))  # already in eval mode: fine
+    assert HessianOperator(tiny_mlp().to(F64), "cross_entropy", (X, y)).note == ""
 
 
 @pytest.mark.parametrize("method", ["eigsh", "lanczos"])
@@ -262,8 +270,8 @@ def test_bad_arguments():
     model = tiny_mlp()
     with pytest.raises(ValueError, match="loss_fn"):
         HessianOperator(model, "hinge", (X, y))
-    with pytest.raises(ValueError, match="mode"):
-        HessianOperator(model, "mse", (X, y), mode="test")
+    with pytest.raises(ValueError, match="matches no trainable parameter"):
+        HessianOperator(model, "mse", (X, y), params="nothing.*")
     with pytest.raises(ValueError, match="which"):
         hessian_eigs(model, "mse", (X, y), which="top")
     with pytest.raises(ValueError, match="rows"):

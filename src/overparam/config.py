@@ -24,6 +24,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from overparam import resources
+from overparam.resources import MEMORY_ENV, format_bytes  # noqa: F401  (re-exported for configs and tests)
+
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; the message is one line naming the key."""
@@ -32,7 +35,6 @@ class ConfigError(ValueError):
 SEED_MAX = 2**63 - 1        # seeds are int64 for torch and numpy
 INT_LIMIT = 2**63 - 1       # no integer key holds more, whatever its own range says
 MAX_LIST_LENGTH = 1000      # list-valued keys (grids of widths, ratios, ...) hold at most this many items
-MEMORY_ENV = "OVERPARAM_AVAILABLE_MEMORY"   # bytes the memory check may assume (tests, containers)
 
 
 def param(default: Any, help: str = "", *, min: float | None = None, max: float | None = None,
@@ -301,33 +303,11 @@ def resolve_config(cls: type, presets: dict[str, dict[str, Any]], preset: str = 
 
 
 def available_memory() -> int | None:
-    """Bytes of memory a new computation may take: $OVERPARAM_AVAILABLE_MEMORY if set, else the
-    kernel's MemAvailable (Linux), else the free physical pages; None when none of them is known."""
-    override = os.environ.get(MEMORY_ENV, "").strip()
-    if override:
-        try:
-            return int(float(override))
-        except (ValueError, OverflowError):
-            raise ConfigError(f"${MEMORY_ENV} must be a number of bytes, got {override!r}") from None
+    """Host memory a new run may take (see :func:`overparam.resources.available_memory`)."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1024 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # unreachable
+        return resources.available_memory()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_memory(cfg: Any, available: int | None = None) -> None:

@@ -23,13 +23,12 @@ def add_parser(subparsers) -> None:
     add_model_args(p)
     p.add_argument("--k", type=positive_int, default=10, help="number of eigenvalues (default 10)")
     p.add_argument("--which", default="largest", choices=("largest", "smallest", "both"))
-    p.add_argument("--method", default="eigsh", choices=("eigsh", "lanczos", "dense"))
+    p.add_argument("--method", default="auto", choices=("auto", "lanczos", "eigsh", "dense"),
+                   help="auto: lanczos (stops as soon as the eigenvalues are accurate), dense for tiny models")
     p.add_argument("--curvature", default="hessian", choices=("hessian", "ggn", "residual"),
                    help="the Hessian, its Gauss-Newton part G, or H - G")
     p.add_argument("--density", action="store_true", help="also the spectral density by SLQ (Ghorbani et al. 2019)")
     p.add_argument("--trace", action="store_true", help="also the trace (Hutch++, 99 products)")
-    p.add_argument("--mode", default="train", choices=("train", "eval"),
-                   help="eval: measure with dropout/batch norm in eval mode (train refuses them)")
     p.add_argument("--seed", type=seed_int, default=0)
 
 
@@ -41,9 +40,9 @@ def run(args, store) -> int:
     dtype = getattr(torch, args.dtype)
     try:
         op = curvature_operator(model, args.loss, (X, y), curvature=args.curvature, dtype=dtype,
-                                batch_size=args.batch_size, mode=args.mode)
-    except CurvatureError as exc:
-        raise UserModelError(str(exc).replace("pass mode='eval'", "pass --mode eval")) from None
+                                batch_size=args.batch_size)
+    except (CurvatureError, ValueError) as exc:
+        raise UserModelError(str(exc)) from None
     op.num_threads = args.threads or (1 if op.dim < 20_000 else None)
     k = min(args.k, op.dim)
     itemsize = 8 if args.dtype == "float64" else 4

@@ -11,11 +11,12 @@ argument, to reuse one operator for several measurements -- and returns a datacl
 (``n_matvecs``: Hessian-vector products over the whole data; ``seconds``). Spectra are in float64 by default.
 
 Eigensolvers (``method=``):
-  - ``"eigsh"`` (default): SciPy's ARPACK on ``op.to_scipy()`` (implicitly restarted Lanczos). Finds repeated
-    eigenvalues (the zeros of over-parameterized nets) and is the cheapest in matvecs for a handful of
-    outliers with a bulk behind them (the benchmark measures it).
-  - ``"lanczos"``: our Lanczos with full reorthogonalization, grown without restarts until the wanted Ritz
-    pairs' residuals are <= tol * ||H||; finds one copy of a repeated eigenvalue only.
+  - ``"lanczos"`` (the default for ``"auto"``): Lanczos with full reorthogonalization on the operator's device,
+    checked after every product and stopped as soon as every wanted Ritz pair's residual is at most ``tol`` times
+    its value (so each eigenvalue is within relative ``tol``). It needs the fewest products for a handful of
+    extreme eigenvalues (``benchmarks/bench_scale.py``); it finds one copy of a repeated eigenvalue.
+  - ``"eigsh"``: SciPy's ARPACK on ``op.to_scipy()`` (implicitly restarted Lanczos, on the host in float64). It
+    finds repeated eigenvalues (the zeros of over-parameterized nets) but spends at least ~20 products.
   - ``"dense"``: all P eigenvalues by ``torch.linalg.eigh`` of the dense matrix (P matvecs; small models).
 """
 
@@ -42,7 +43,7 @@ from overparam.measure.lanczos import lanczos_eigs, wanted_indices
 from overparam.measure.slq import gaussian_density, hutch_plus_plus, hutchinson, slq_nodes
 
 WHICH = ("largest", "smallest", "both")
-EIG_METHODS = ("eigsh", "lanczos", "dense")
+EIG_METHODS = ("auto", "lanczos", "eigsh", "dense")
 TRACE_METHODS = ("hutchinson", "hutch++", "exact")
 
 
@@ -92,49 +93,61 @@ class HessianEigs:
         return fig
 
 
-def hessian_eigs(model, loss_fn=None, data=None, k: int = 10, which: str = "largest", tol: float = 1e-10,
-                 method: str = "eigsh", curvature: str = "hessian", seed: int = 0, max_matvecs: int | None = None,
-                 **op_kw) -> HessianEigs:
+def hessian_eigs(model, loss_fn=None, data=None, k: int = 10, which: str = "largest", tol: float | None = None,
+                 method: str = "auto", curvature: str = "hessian", seed: int = 0, max_matvecs: int | None = None,
+                 v0=None, progress=None, **op_kw) -> HessianEigs:
     """The ``k`` largest / smallest (algebraic) eigenvalues, or ceil(k/2) largest and floor(k/2) smallest
-    (``which="both"``), with eigenvectors. ``tol``: for eigsh, ARPACK's relative tolerance; for lanczos,
-    the residual bound relative to ||H||. ``op_kw`` go to the operator (dtype, batch_size, mode)."""
+    (``which="both"``), with eigenvectors.
+
+    ``tol`` (default 1e-8 in float64, 1e-4 in float32): for lanczos, the relative accuracy of every eigenvalue
+    (residual <= tol * |value|); for eigsh, ARPACK's relative tolerance. ``v0`` warm-starts lanczos (e.g. from an
+    earlier top eigenvector); ``progress(n_matvecs)`` is called after every product. ``op_kw`` go to the
+    operator (dtype, device, batch_size, inputs_of, params)."""
     _choice("which", which, WHICH)
     _choice("method", method, EIG_METHODS)
     if k < 1:
         raise ValueError(f"k: must be >= 1, got {k}")
     op = _op(model, loss_fn, data, curvature, op_kw)
     P = op.dim
+    if tol is None:
+        tol = 1e-8 if op.dtype == torch.float64 else 1e-4
     if which == "both" and k == 1:
         which = "largest"  # ceil(1/2) from the top, none from the bottom
-    cost = _Cost(op)
+    if method == "auto":
+        method = "dense" if k >= P - 1 or P <= 64 else "lanczos"
     if method == "eigsh" and k >= P - 1:
         method = "dense"  # ARPACK needs k < P - 1 (and the dense route is cheaper there anyway)
-    converged = True
+    cost = _Cost(op)
+    converged, residuals = True, None
     if method == "dense":
-        H = op.dense().to(torch.float64)
-        evals, evecs = torch.linalg.eigh(H)
-        idx = wanted_indices(P, k, which)[::-1]
-        values, vectors = evals.numpy()[idx], evecs.numpy()[:, idx]
+        evals, evecs = torch.linalg.eigh(op.dense().to(torch.float64))
+        idx = torch.as_tensor(wanted_indices(P, k, which)[::-1].copy(), device=evals.device)
+        values, vectors = evals[idx].cpu().numpy(), evecs[:, idx]
     elif method == "lanczos":
-        res = lanczos_eigs(op.matmat, P, k, which, tol=tol, max_steps=max_matvecs, seed=seed)
-        values, vectors, converged = res.values, res.vectors, res.converged
+        res = lanczos_eigs(op.matmat, P, k, which, tol=tol, max_steps=max_matvecs, seed=seed, v0=v0,
+                           dtype=op.dtype, device=op.device, on_step=progress)
+        values, vectors, converged, residuals = res.values, res.vectors, res.converged, res.residuals
     else:
-        v0 = np.random.default_rng(seed).standard_normal(P)
+        v0_np = np.random.default_rng(seed).standard_normal(P) if v0 is None else np.asarray(v0, dtype=np.float64)
         mode = {"largest": "LA", "smallest": "SA", "both": "BE"}[which]
         maxiter = None if max_matvecs is None else max(1, max_matvecs // max(2 * k + 1, 20))  # restarts
         try:
-            values, vectors = eigsh(op.to_scipy(), k=min(k, P - 2), which=mode, tol=tol, v0=v0, maxiter=maxiter)
+            values, vectors = eigsh(op.to_scipy(), k=min(k, P - 2), which=mode, tol=tol, v0=v0_np, maxiter=maxiter)
         except ArpackNoConvergence as exc:
             values, vectors, converged = exc.eigenvalues, exc.eigenvectors, False
         order = np.argsort(values)[::-1]
-        values, vectors = values[order], vectors[:, order]
+        values, vectors = values[order], torch.as_tensor(vectors[:, order])
     n_mv, secs = cost.done()
-    # residuals cost k more products; they are the honest accuracy statement, computed outside the count
-    Hx = np.asarray(op.matmat(np.ascontiguousarray(vectors, dtype=np.float64)))
-    op.n_matvecs -= vectors.shape[1]
-    residuals = np.linalg.norm(Hx - vectors * values[None, :], axis=0)
-    return HessianEigs(np.asarray(values), np.asarray(vectors), residuals, which, method, op.kind, P,
-                       n_mv, secs, converged)
+    vectors = torch.as_tensor(vectors)
+    if residuals is None:
+        # residuals cost k more products; they are the honest accuracy statement, computed outside the count
+        V = vectors.to(op.device, op.dtype)
+        HV = op.matmat(V)
+        op.n_matvecs -= V.shape[1]
+        residuals = (HV.double() - V.double() * torch.as_tensor(values, device=op.device)[None, :]).norm(dim=0)
+        residuals = residuals.cpu().numpy()
+    return HessianEigs(np.asarray(values, dtype=np.float64), vectors.cpu().numpy(), np.asarray(residuals), which,
+                       method, op.kind, P, n_mv, secs, bool(converged))
 
 
 # ---------------------------------------------------------------------------------------------- density
@@ -177,14 +190,15 @@ class HessianDensity:
 
 def hessian_density(model, loss_fn=None, data=None, n_vectors: int = 10, n_steps: int = 90,
                     sigma: float | None = None, n_grid: int = 1000, curvature: str = "hessian", seed: int = 0,
-                    **op_kw) -> HessianDensity:
+                    progress=None, **op_kw) -> HessianDensity:
     """Spectral density by stochastic Lanczos quadrature (Ghorbani et al. 2019: ~90 steps, ~10 Rademacher
     vectors, full reorthogonalization, float64). ``sigma`` (default 1% of the node range) broadens the nodes."""
     if n_vectors < 1 or n_steps < 1:
         raise ValueError("n_vectors and n_steps must be >= 1")
     op = _op(model, loss_fn, data, curvature, op_kw)
     cost = _Cost(op)
-    nodes, weights, owner = slq_nodes(op.matmat, op.dim, n_vectors, n_steps, seed)
+    nodes, weights, owner = slq_nodes(op.matmat, op.dim, n_vectors, n_steps, seed, dtype=op.dtype,
+                                      device=op.device, on_step=progress)
     n_mv, secs = cost.done()
     lo, hi = float(nodes.min()), float(nodes.max())
     span = max(hi - lo, abs(hi), 1e-12)
@@ -213,13 +227,13 @@ def hessian_trace(model, loss_fn=None, data=None, method: str = "hutch++", sampl
     op = _op(model, loss_fn, data, curvature, op_kw)
     cost = _Cost(op)
     if method == "exact":
-        est, se = float(torch.diagonal(op.dense()).sum()), float("nan")
+        est, se = float(torch.diagonal(op.dense()).double().sum()), float("nan")
     elif method == "hutchinson":
         if samples < 1:
             raise ValueError(f"samples: must be >= 1, got {samples}")
-        est, se = hutchinson(op.matmat, op.dim, samples, seed)
+        est, se = hutchinson(op.matmat, op.dim, samples, seed, dtype=op.dtype, device=op.device)
     else:
-        est, se = hutch_plus_plus(op.matmat, op.dim, samples, seed), float("nan")
+        est, se = hutch_plus_plus(op.matmat, op.dim, samples, seed, op.dtype, op.device), float("nan")
     n_mv, secs = cost.done()
     return HessianTrace(est, se, method, op.kind, op.dim, n_mv, secs)
 
@@ -262,13 +276,13 @@ def hessian_index(model, loss_fn=None, data=None, method: str = "auto", rtol: fl
         rtol = float(np.sqrt(torch.finfo(op.dtype).eps))
     cost = _Cost(op)
     if method == "dense" or (method == "auto" and op.dim <= dense_limit):
-        ev = torch.linalg.eigvalsh(op.dense().to(torch.float64)).numpy()
+        ev = torch.linalg.eigvalsh(op.dense().to(torch.float64)).cpu().numpy()
         tol = rtol * float(np.abs(ev).max())
         n_neg = int((ev < -tol).sum())
         n_mv, secs = cost.done()
         return HessianIndex(n_neg / op.dim, n_neg, op.dim, tol, "dense", ev, n_mv, secs,
                             float((np.abs(ev) <= tol).mean()))
-    nodes, weights, _ = slq_nodes(op.matmat, op.dim, n_vectors, n_steps, seed)
+    nodes, weights, _ = slq_nodes(op.matmat, op.dim, n_vectors, n_steps, seed, dtype=op.dtype, device=op.device)
     tol = rtol * float(np.abs(nodes).max())
     frac = float(weights[nodes < -tol].sum())
     n_mv, secs = cost.done()

@@ -3,8 +3,14 @@
 Several independent Lanczos processes (one per starting vector) advance together so that each step costs one
 ``matmat`` of as many columns: stochastic Lanczos quadrature runs ~10 of them, an eigensolver one.
 Full reorthogonalization (classical Gram-Schmidt, applied twice: "twice is enough", Giraud et al. 2005) keeps
-the basis orthogonal to machine precision, so no spurious copies of converged Ritz values (ghosts) appear;
+the basis orthogonal to working precision, so no spurious copies of converged Ritz values (ghosts) appear;
 this is the setting of Ghorbani, Krishnan & Xiao 2019. It costs O(m P) memory per process.
+
+The basis lives where the starting vectors live (the model's device) and in their dtype (float32 for large
+models: a basis of 30 vectors of 11M parameters is 1.3 GB), while the tridiagonal matrix is kept and solved in
+float64 on the host. :func:`lanczos_eigs` checks its wanted Ritz pairs after every step and stops as soon as
+each residual is at most ``tol`` times its Ritz value: since ``|lambda - theta| <= ||A x - theta x||`` for a
+symmetric A, every returned eigenvalue is then within relative ``tol`` of an eigenvalue of A.
 
 Without restarts, a single Lanczos process finds one copy of each distinct eigenvalue: repeated eigenvalues
 (the exact zeros of a ReLU network's Hessian) appear once. Use ``eigsh`` (ARPACK) when multiplicities matter.
@@ -20,21 +26,35 @@ import torch
 
 
 class LanczosProcesses:
-    """b Lanczos processes on a P x P symmetric operator, started from the columns of ``V0`` (P x b)."""
+    """b Lanczos processes on a P x P symmetric operator, started from the columns of ``V0`` (P x b).
 
-    def __init__(self, matmat: Callable[[torch.Tensor], torch.Tensor], V0: torch.Tensor,
-                 breakdown: float = 1e-12):
-        V0 = torch.as_tensor(V0, dtype=torch.float64)
+    ``V0``'s dtype and device are the basis's (a numpy array becomes float64 on the CPU). ``deflate`` (P x d,
+    orthonormal columns) is kept out of every Lanczos vector: the processes see A restricted to its complement
+    (known eigenvectors, for finding the next ones)."""
+
+    def __init__(self, matmat: Callable[[torch.Tensor], torch.Tensor], V0, breakdown: float | None = None,
+                 deflate: torch.Tensor | None = None):
+        V0 = torch.as_tensor(V0)
+        if not torch.is_floating_point(V0):
+            V0 = V0.double()
         if V0.ndim == 1:
             V0 = V0[:, None]
         self.matmat, self.dim, self.b = matmat, V0.shape[0], V0.shape[1]
-        self.breakdown = breakdown
-        self._Q = torch.zeros(self.b, min(self.dim, 32), self.dim, dtype=torch.float64)
-        self._Q[:, 0] = (V0 / V0.norm(dim=0, keepdim=True)).T
+        self.dtype, self.device = V0.dtype, V0.device
+        self.breakdown = breakdown if breakdown is not None else (1e-12 if V0.dtype == torch.float64 else 1e-6)
+        self.deflate = None if deflate is None else torch.as_tensor(deflate, dtype=self.dtype, device=self.device)
+        self._Q = torch.zeros(self.b, min(self.dim, 32), self.dim, dtype=self.dtype, device=self.device)
+        self._Q[:, 0] = self._project(V0 / V0.norm(dim=0, keepdim=True)).T
+        self._Q[:, 0] /= self._Q[:, 0].norm(dim=1, keepdim=True)
         self.alphas: list[list[float]] = [[] for _ in range(self.b)]
         self.betas: list[list[float]] = [[] for _ in range(self.b)]
         self.active = np.ones(self.b, dtype=bool)   # False once a process has found an invariant subspace
         self.scale = 0.0                            # running estimate of ||A||, for the breakdown test
+
+    def _project(self, W: torch.Tensor) -> torch.Tensor:
+        if self.deflate is None:
+            return W
+        return W - self.deflate @ (self.deflate.T @ W)
 
     @property
     def steps(self) -> np.ndarray:
@@ -44,37 +64,44 @@ class LanczosProcesses:
         if m <= self._Q.shape[1]:
             return
         cap = min(self.dim, max(m, 2 * self._Q.shape[1]))
-        Q = torch.zeros(self.b, cap, self.dim, dtype=torch.float64)
+        Q = torch.zeros(self.b, cap, self.dim, dtype=self.dtype, device=self.device)
         Q[:, :self._Q.shape[1]] = self._Q
         self._Q = Q
+
+    def step(self) -> bool:
+        """Advance every active process by one step; False when none could advance."""
+        idx = [j for j in range(self.b) if self.active[j] and len(self.alphas[j]) < self.dim]
+        if not idx:
+            return False
+        k = np.array([len(self.alphas[j]) for j in idx])
+        Qk = torch.stack([self._Q[j, k_] for j, k_ in zip(idx, k)], dim=1)        # P x |idx|
+        W = self._project(torch.as_tensor(self.matmat(Qk)).to(self.device, self.dtype))
+        self._grow(int(k.max()) + 2)
+        for c, (j, kj) in enumerate(zip(idx, k)):
+            q, w = self._Q[j, kj], W[:, c].clone()
+            alpha = float(q @ w)
+            w -= alpha * q
+            if kj > 0:
+                w -= self.betas[j][-1] * self._Q[j, kj - 1]
+            basis = self._Q[j, :kj + 1]
+            for _ in range(2):
+                w -= basis.T @ (basis @ w)
+            w = self._project(w)
+            beta = float(w.norm())
+            self.alphas[j].append(alpha)
+            self.scale = max(self.scale, abs(alpha) + beta)
+            if kj + 1 >= self.dim or beta <= self.breakdown * max(self.scale, 1e-300):
+                self.active[j] = False        # Krylov space is invariant: T's eigenvalues are exact
+                continue
+            self.betas[j].append(beta)
+            self._Q[j, kj + 1] = w / beta
+        return True
 
     def extend(self, n: int) -> None:
         """Advance every active process by up to ``n`` steps (never beyond P steps)."""
         for _ in range(n):
-            idx = [j for j in range(self.b) if self.active[j] and len(self.alphas[j]) < self.dim]
-            if not idx:
+            if not self.step():
                 return
-            k = np.array([len(self.alphas[j]) for j in idx])
-            Qk = torch.stack([self._Q[j, k_] for j, k_ in zip(idx, k)], dim=1)        # P x |idx|
-            W = torch.as_tensor(self.matmat(Qk), dtype=torch.float64)
-            self._grow(int(k.max()) + 2)
-            for c, (j, kj) in enumerate(zip(idx, k)):
-                q, w = self._Q[j, kj], W[:, c].clone()
-                alpha = float(q @ w)
-                w -= alpha * q
-                if kj > 0:
-                    w -= self.betas[j][-1] * self._Q[j, kj - 1]
-                basis = self._Q[j, :kj + 1]
-                for _ in range(2):
-                    w -= basis.T @ (basis @ w)
-                beta = float(w.norm())
-                self.alphas[j].append(alpha)
-                self.scale = max(self.scale, abs(alpha) + beta)
-                if kj + 1 >= self.dim or beta <= self.breakdown * max(self.scale, 1e-300):
-                    self.active[j] = False        # Krylov space is invariant: T's eigenvalues are exact
-                    continue
-                self.betas[j].append(beta)
-                self._Q[j, kj + 1] = w / beta
 
     def tridiagonal(self, j: int = 0) -> tuple[np.ndarray, np.ndarray]:
         m = len(self.alphas[j])
@@ -100,8 +127,8 @@ class LanczosProcesses:
 @dataclass
 class LanczosEigs:
     values: np.ndarray          # wanted Ritz values, descending
-    vectors: np.ndarray         # P x k Ritz vectors, columns matching values
-    residuals: np.ndarray       # ||A x - theta x|| of each pair
+    vectors: torch.Tensor       # P x k Ritz vectors (on the basis's device), columns matching values
+    residuals: np.ndarray       # ||A x - theta x|| of each pair, from the Lanczos relation
     converged: bool
     steps: int
 
@@ -118,26 +145,36 @@ def wanted_indices(n: int, k: int, which: str) -> np.ndarray:
     return np.unique(np.concatenate([np.arange(0, bottom), np.arange(n - top, n)]))
 
 
-def lanczos_eigs(matmat, dim: int, k: int, which: str = "largest", tol: float = 1e-10,
-                 max_steps: int | None = None, seed: int = 0, v0: np.ndarray | None = None) -> LanczosEigs:
-    """Extreme eigenpairs by Lanczos with full reorthogonalization, grown until every wanted Ritz pair has a
-    residual <= tol * ||A|| (estimated by the largest |Ritz value|) or ``max_steps`` is reached."""
-    rng = np.random.default_rng(seed)
-    start = torch.as_tensor(v0 if v0 is not None else rng.standard_normal(dim), dtype=torch.float64)
-    proc = LanczosProcesses(matmat, start[:, None])
+def lanczos_eigs(matmat, dim: int, k: int, which: str = "largest", tol: float = 1e-6,
+                 max_steps: int | None = None, seed: int = 0, v0=None, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None, deflate: torch.Tensor | None = None,
+                 on_step: Callable[[int], None] | None = None) -> LanczosEigs:
+    """Extreme eigenpairs by Lanczos with full reorthogonalization, stopped after the first step at which every
+    wanted Ritz pair has residual <= ``tol`` * |its Ritz value| (so each eigenvalue is within relative ``tol``),
+    or at ``max_steps``. ``v0`` warm-starts it (e.g. from an earlier top eigenvector), ``deflate`` keeps known
+    eigenvectors out, ``on_step(steps)`` is called after every product (progress)."""
+    if v0 is None:
+        gen = torch.Generator().manual_seed(seed)
+        v0 = torch.randn(dim, generator=gen, dtype=torch.float64)
+    start = torch.as_tensor(v0).to(device=device or torch.as_tensor(v0).device, dtype=dtype)
+    proc = LanczosProcesses(matmat, start[:, None], deflate=deflate)
     max_steps = dim if max_steps is None else min(max_steps, dim)
-    chunk = max(2 * k, 20)
-    converged = False
-    while True:
-        proc.extend(min(chunk, max_steps - proc.steps[0]))
+    converged, want, theta, S, res = False, np.arange(0), np.zeros(0), np.zeros((0, 0)), np.zeros(0)
+    while proc.steps[0] < max_steps and proc.step():
+        if on_step is not None:
+            on_step(int(proc.steps[0]))
         theta, S, res = proc.ritz(0)
         want = wanted_indices(len(theta), k, which)
-        norm = max(np.abs(theta).max(), 1e-300)
-        converged = bool(np.all(res[want] <= tol * norm)) and len(want) == min(k, dim)
-        if converged or not proc.active[0] or proc.steps[0] >= max_steps:
-            converged = converged or not proc.active[0]
+        enough = len(want) == min(k, dim)
+        if enough and np.all(res[want] <= tol * np.maximum(np.abs(theta[want]), 1e-300)):
+            converged = True
             break
-        chunk = max(10, k)
+        if not proc.active[0]:
+            break
+    if not proc.active[0]:          # an invariant subspace: the Ritz pairs are exact
+        theta, S, res = proc.ritz(0)
+        want = wanted_indices(len(theta), k, which)
+        converged = True
     order = want[::-1]
-    vecs = (proc.basis(0).T @ torch.as_tensor(S[:, order])).numpy()
+    vecs = proc.basis(0).T @ torch.as_tensor(S[:, order], dtype=proc.dtype, device=proc.device)
     return LanczosEigs(theta[order], vecs, res[order], converged, int(proc.steps[0]))

@@ -209,7 +209,7 @@ def sharpness(model: nn.Module, loss_fn, data, eps: float = 1e-3, subspace: int 
     cost = {"box": (box_evals, box_secs)}
     top = None
     if hessian:
-        h = hessian_eigs(model, loss_fn, data, k=1, dtype=dtype, batch_size=batch_size, mode=mode,
+        h = hessian_eigs(model, loss_fn, data, k=1, dtype=dtype, batch_size=batch_size,
                          num_threads=num_threads, seed=seed)
         top = float(h.values[0])
         cost["hessian"] = (h.n_matvecs, h.seconds)
