@@ -15,8 +15,9 @@ input layer dense, batch 64 and 256) trained one epoch with Adam, dense vs TT. T
 ``FactorizedLinear`` (TT-matrix, ``blocktt``, its factorized and reconstructed implementations) side by side with
 TTLinear, if tensorly-torch is installed (``pip install --no-deps tensorly-torch``).
 
-``--fit`` times every candidate plan on a grid of shapes and refits the cost model's constants by non-negative
-least squares, printing them and the predicted vs measured winner per configuration.
+``--fit`` times every candidate plan on a grid of ranks and batches (written to ``results/bench_tt_plans.json``)
+and refits the cost model's constants by non-negative least squares, printing them and the predicted vs measured
+winner per configuration; ``--refit FILE`` refits from such a file.
 
     python benchmarks/bench_tt.py                 # full table, network epoch, tensorly-torch; writes JSON
     python benchmarks/bench_tt.py --quick         # ranks 1, 4, 16; batches 1, 256
@@ -26,6 +27,7 @@ least squares, printing them and the predicted vs measured winner per configurat
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchjson import version_of, write_result  # noqa: E402
 from overparam.models.tt import TTLinear  # noqa: E402
-from overparam.models.tt_contract import (PATHS, CostModel, candidate_plans, choose_plan,  # noqa: E402
+from overparam.models.tt_contract import (PATHS, CostModel, Plan, candidate_plans, choose_plan,  # noqa: E402
                                           clear_plan_cache, plan_cost, plan_counts)
 
 MODES = [4, 8, 4, 8]
@@ -47,10 +49,10 @@ BATCHES = [1, 32, 256, 1024]
 
 
 # ---------------------------------------------------------------------------------------------- timing
-def round_robin(fns: dict, reps: int, target: float = 2e-3, give_up: float = 20.0) -> dict[str, float]:
+def round_robin(fns: dict, reps: int, target: float = 2e-3, give_up: float = 10.0) -> dict[str, float]:
     """Fastest seconds per call of every function, timed in alternation; each timing repeats a call until it
-    spans ``target`` seconds. A function ``give_up`` times slower than the best after the first round is timed
-    no more (its first time stands: it cannot be the fastest)."""
+    spans ``target`` seconds. A function still ``give_up`` times slower than the best after three rounds is timed
+    no more (its time stands: it cannot be the fastest)."""
     inner, best = {}, {}
     for name, fn in fns.items():
         fn()                                                   # warm-up (plan choice, allocations)
@@ -60,7 +62,7 @@ def round_robin(fns: dict, reps: int, target: float = 2e-3, give_up: float = 20.
         best[name] = math.inf
     for rep in range(reps):
         for name, fn in fns.items():
-            if rep and best[name] > give_up * min(best.values()):
+            if rep >= 3 and best[name] > give_up * min(best.values()):
                 continue
             t0 = time.perf_counter()
             for _ in range(inner[name]):
@@ -89,9 +91,9 @@ def train_fn(layer: nn.Module, x: torch.Tensor):
     return step
 
 
-def tt_layer(rank: int, contraction) -> TTLinear:
+def tt_layer(rank: int, contraction, modes=MODES) -> TTLinear:
     torch.manual_seed(0)
-    return TTLinear(MODES, MODES, rank, contraction=contraction)
+    return TTLinear(modes, modes, rank, contraction=contraction)
 
 
 # ---------------------------------------------------------------------------------------------- the layer table
@@ -133,45 +135,61 @@ def layer_rows(ranks, batches, reps: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- cost model fit
-def fit(ranks, batches, reps: int) -> CostModel:
-    """Time every candidate plan (inference and training) and fit the model's four constants by NNLS."""
-    import numpy as np
-    from scipy.optimize import nnls
-
-    n = math.prod(MODES)
-    feats, secs, cases = [], [], []
+def time_every_plan(modes, ranks, batches, reps: int) -> list[dict]:
+    """Seconds of every candidate plan, inference and training step, per (rank, batch), ``modes`` on both sides."""
+    n = math.prod(modes)
+    rows = []
     for r in ranks:
         for b in batches:
             x = torch.randn(b, n)
             for train in (False, True):
                 make = train_fn if train else infer_fn
-                plans = candidate_plans(MODES, MODES)
-                t = round_robin({str(p): make(tt_layer(r, p), x) for p in plans}, reps)
-                ranks_full = tt_layer(r, "auto").ranks
-                for p in plans:
-                    c = plan_counts(p, MODES, MODES, ranks_full, b, train)
-                    # the layer adds the bias, and a training step zeroes grads and updates: a fixed few kernels
-                    feats.append([c.macs, c.gemm_moved, c.copy_moved, c.kernels])
-                    secs.append(t[str(p)])
-                cases.append((r, b, train, plans, t))
-                print(f"  timed r={r} b={b} {'train' if train else 'infer'}: fastest {min(t, key=t.get)}",
+                plans = candidate_plans(modes, modes)
+                t = round_robin({str(p): make(tt_layer(r, p, modes), x) for p in plans}, reps)
+                rows += [{"modes": modes, "rank": r, "batch": b, "train": train, "path": p.path,
+                          "groups": list(p.groups), "reverse": p.reverse, "plan": str(p), "seconds": t[str(p)]}
+                         for p in plans]
+                print(f"  timed {modes} r={r} b={b} {'train' if train else 'infer'}: fastest {min(t, key=t.get)}",
                       flush=True)
-    A, y = np.array(feats, dtype=float), np.array(secs)
-    # relative error matters (a 50 us plan and a 50 ms plan count alike): weight each row by 1 / its time
-    w = 1.0 / y
+    return rows
+
+
+def fit(rows: list[dict]) -> CostModel:
+    """The cost model's four constants by non-negative least squares on relative error, then its predicted winner
+    against the measured one in every configuration."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    def plan_of(row):
+        return Plan(row["path"], tuple(row["groups"]), row["reverse"])
+
+    def counts(row):
+        modes = row.get("modes", MODES)
+        ranks = tt_layer(row["rank"], "auto", modes).ranks
+        return plan_counts(plan_of(row), modes, modes, ranks, row["batch"], row["train"])
+
+    A = np.array([[c.macs, c.cached, c.spilled, c.kernels] for c in map(counts, rows)], dtype=float)
+    y = np.array([row["seconds"] for row in rows])
+    w = 1.0 / y                      # a 50 us plan and a 50 ms plan count alike
     coef, _ = nnls(A * w[:, None], y * w)
-    inv = [1 / c if c > 0 else math.inf for c in coef[:3]]
-    model = CostModel(gemm_rate=inv[0], gemm_bandwidth=inv[1], copy_bandwidth=inv[2], overhead=float(coef[3]))
+    inv = [float(1 / c) if c > 0 else math.inf for c in coef[:3]]
+    model = CostModel(gemm_rate=inv[0], cache_bandwidth=inv[1], memory_bandwidth=inv[2], overhead=float(coef[3]))
     print(f"fitted: {model}")
-    hits = 0
-    for r, b, train, plans, t in cases:
-        ranks_full = tt_layer(r, "auto").ranks
-        pred = min(plans, key=lambda p: plan_cost(p, MODES, MODES, ranks_full, b, train, model=model))
-        best = min(t, key=t.get)
-        hits += str(pred) == best
-        print(f"  r={r:>2} b={b:>4} {'train' if train else 'infer'}: predicted {str(pred):<22} measured "
-              f"{best:<22} predicted plan / best = {t[str(pred)] / t[best]:.2f}x")
-    print(f"predicted winner = measured winner in {hits}/{len(cases)} configurations")
+    cases: dict[tuple, list[dict]] = {}
+    for row in rows:
+        cases.setdefault((tuple(row.get("modes", MODES)), row["rank"], row["batch"], row["train"]), []).append(row)
+    hits, worst = 0, 1.0
+    for (modes, r, b, train), group in cases.items():
+        ranks = tt_layer(r, "auto", modes).ranks
+        pred = min(group, key=lambda row: plan_cost(plan_of(row), modes, modes, ranks, b, train, model=model))
+        best = min(group, key=lambda row: row["seconds"])
+        hits += pred is best
+        worst = max(worst, pred["seconds"] / best["seconds"])
+        print(f"  {'x'.join(map(str, modes))} r={r:>2} b={b:>4} {'train' if train else 'infer'}: predicted "
+              f"{pred['plan']:<22} measured {best['plan']:<22} predicted plan / best = "
+              f"{pred['seconds'] / best['seconds']:.2f}x")
+    print(f"predicted winner = measured winner in {hits}/{len(cases)} configurations; "
+          f"worst predicted plan / best = {worst:.2f}x")
     return model
 
 
@@ -227,8 +245,11 @@ def tltorch_rows(ranks, reps: int) -> list[dict]:
             fns = {"TTLinear auto": make(tt_layer(r, "auto"), x)}
             for impl in ("factorized", "reconstructed"):
                 torch.manual_seed(0)
-                peer = tltorch.FactorizedLinear(MODES, MODES, factorization="blocktt", rank=[1, r, r, r, 1],
-                                                implementation=impl)
+                peer = tltorch.FactorizedLinear(tuple(MODES), tuple(MODES), factorization="blocktt",
+                                                rank=[1, r, r, r, 1], implementation=impl)
+                with torch.no_grad():                          # the same map: x W^T + b of its TT matrix
+                    err = float((peer(x) - (x @ peer.weight.to_matrix().T + peer.bias)).abs().max())
+                assert err < 1e-3, err
                 peer.out_features = n
                 fns[f"tltorch {impl}"] = make(peer, x)
             t = round_robin(fns, reps)
@@ -244,6 +265,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="ranks 1, 4, 16 and batches 1, 256 only")
     ap.add_argument("--fit", action="store_true", help="time every plan and refit the cost model")
+    ap.add_argument("--refit", metavar="JSON", help="refit the cost model from a bench_tt_plans.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--skip", nargs="*", default=[], choices=("layer", "network", "tltorch"))
@@ -253,8 +275,14 @@ def main() -> None:
     ranks, batches = ([1, 4, 16], [1, 256]) if args.quick else (RANKS, BATCHES)
     print(f"torch threads: {torch.get_num_threads()}; layer 1024 x 1024, modes {MODES} x {MODES}; "
           f"times = fastest of {args.reps} alternating rounds")
+    if args.refit:
+        fit(json.loads(Path(args.refit).read_text())["rows"])
+        return
     if args.fit:
-        fit(ranks if args.quick else [1, 2, 4, 8, 16], batches, args.reps)
+        rows = time_every_plan(MODES, ranks if args.quick else [1, 2, 4, 8, 16], batches, args.reps)
+        rows += time_every_plan([8, 8, 8], [1, 4, 16] if args.quick else [1, 2, 4, 8, 16], batches, args.reps)
+        print(f"wrote {write_result('bench_tt_plans', rows, notes=f'torch threads {args.threads}')}")
+        fit(rows)
         return
     rows, ratios = [], {}
     if "layer" not in args.skip:

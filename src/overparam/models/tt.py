@@ -9,9 +9,10 @@ Row and column multi-indices are row-major (``i_1`` most significant), i.e. ``x.
 :class:`TTLinear` computes ``y = x W + b`` by the fastest of several contractions for its shapes, ranks and batch
 (one core at a time, merged groups of cores, opt_einsum's path, or rebuilding ``W`` for one GEMM; see
 :mod:`overparam.models.tt_contract`); the standard one-core-at-a-time count is :meth:`TTLinear.flops`.
-:meth:`TTLinear.from_linear` compresses an ``nn.Linear`` by TT-SVD (Oseledets 2011), implemented here (:func:`tt_svd_matrix`) rather than taken from TensorLy
-because the study and the tests need the discarded singular values (the error bound) and exact control of the
-ranks; tests check it against ``tensorly.decomposition.tensor_train_matrix``.
+:meth:`TTLinear.from_linear` compresses an ``nn.Linear`` by TT-SVD (Oseledets 2011), implemented here
+(:func:`tt_svd_matrix`) rather than taken from TensorLy because the study and the tests need the discarded singular
+values (the error bound) and exact control of the ranks; tests check it against
+``tensorly.decomposition.tensor_train_matrix``.
 """
 
 from __future__ import annotations

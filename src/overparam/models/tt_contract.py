@@ -38,8 +38,9 @@ import torch
 PATHS = ("sequential", "grouped", "einsum", "dense")
 CONTRACTIONS = ("auto", *PATHS)
 
-__all__ = ["CONTRACTIONS", "PATHS", "CostModel", "Counts", "Plan", "candidate_plans", "check_contraction", "choose_plan",
-           "clear_plan_cache", "merge_cores", "plan_cost", "plan_counts", "plan_macs", "run_plan", "tt_matmul"]
+__all__ = ["CONTRACTIONS", "PATHS", "CostModel", "Counts", "Plan", "candidate_plans", "check_contraction",
+           "choose_plan", "clear_plan_cache", "merge_cores", "plan_cost", "plan_counts", "plan_macs", "run_plan",
+           "tt_matmul"]
 
 
 @dataclass(frozen=True)
@@ -156,50 +157,63 @@ def run_plan(plan: Plan, x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torc
 # ------------------------------------------------------------------------------------------------ cost model
 @dataclass(frozen=True)
 class CostModel:
-    """Predicted seconds = multiply-adds / (``gemm_rate`` * threads) + elements a product reads and writes /
-    ``gemm_bandwidth`` + elements a copy reads and writes / ``copy_bandwidth`` + kernels * ``overhead``.
-    A roofline in sum form: small-``K`` products are charged for their memory traffic, large ones for their
-    multiply-adds. Fitted to CPU measurements of every plan (``benchmarks/bench_tt.py --fit`` refits it)."""
+    """Predicted seconds = multiply-adds / (``gemm_rate`` * threads) + elements moved / ``cache_bandwidth`` (tensors
+    of at most ``cache_elements``) or / ``memory_bandwidth`` (larger ones) + kernels * ``overhead``.
 
-    gemm_rate: float = 4.0e10         # multiply-adds per second and thread
-    gemm_bandwidth: float = 1.0e9     # elements per second
-    copy_bandwidth: float = 5.0e8     # elements per second
-    overhead: float = 1.0e-5          # seconds per kernel (dispatch, autograd node)
+    Elements moved: every operand and the result of a product, read and write of a copy. A roofline in sum form:
+    a small-``K`` product is charged for its traffic, a large one for its multiply-adds, and an intermediate that
+    spills out of the cache pays main-memory bandwidth. The constants are fitted to CPU measurements of every plan
+    (``benchmarks/bench_tt.py --fit`` refits them)."""
+
+    gemm_rate: float = 2.96e10        # multiply-adds per second and thread
+    cache_bandwidth: float = 3.23e9   # elements per second
+    memory_bandwidth: float = 2.27e9  # elements per second
+    overhead: float = 9.9e-6          # seconds per kernel (dispatch, autograd node)
+    cache_elements: int = 1 << 18     # 1 MiB of float32: this machine's L2 per core
 
     def seconds(self, counts: "Counts", threads: int = 1) -> float:
-        return (counts.macs / (self.gemm_rate * max(threads, 1)) + counts.gemm_moved / self.gemm_bandwidth
-                + counts.copy_moved / self.copy_bandwidth + counts.kernels * self.overhead)
-
-
-@dataclass
-class Counts:
-    """What a plan does: multiply-adds, elements moved by products and by copies, kernels launched."""
-
-    macs: int = 0
-    gemm_moved: int = 0
-    copy_moved: int = 0
-    kernels: int = 0
-
-    def gemm(self, rows: int, inner: int, cols: int, times: int = 1) -> None:
-        self.macs += times * rows * inner * cols
-        self.gemm_moved += times * (rows * inner + inner * cols + rows * cols)
-        self.kernels += times
-
-    def copy(self, elements: int, times: int = 1) -> None:
-        self.copy_moved += times * 2 * elements
-        self.kernels += times
+        return (counts.macs / (self.gemm_rate * max(threads, 1)) + counts.cached / self.cache_bandwidth
+                + counts.spilled / self.memory_bandwidth + counts.kernels * self.overhead)
 
 
 DEFAULT_MODEL = CostModel()
 
 
+@dataclass
+class Counts:
+    """What a plan does: multiply-adds, elements moved in tensors that fit the cache and in larger ones, kernels."""
+
+    cache_elements: int = DEFAULT_MODEL.cache_elements
+    macs: int = 0
+    cached: int = 0
+    spilled: int = 0
+    kernels: int = 0
+
+    def _move(self, elements: int, times: int) -> None:
+        if elements <= self.cache_elements:
+            self.cached += times * elements
+        else:
+            self.spilled += times * elements
+
+    def gemm(self, rows: int, inner: int, cols: int, times: int = 1) -> None:
+        self.macs += times * rows * inner * cols
+        for size in (rows * inner, inner * cols, rows * cols):
+            self._move(size, times)
+        self.kernels += times
+
+    def copy(self, elements: int, times: int = 1) -> None:
+        self._move(2 * elements, times)
+        self.kernels += times
+
+
 def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], ranks: Sequence[int],
-                batch: int, train: bool = False, input_grad: bool = False) -> Counts:
+                batch: int, train: bool = False, input_grad: bool = False,
+                cache_elements: int = DEFAULT_MODEL.cache_elements) -> Counts:
     """What ``plan`` does on a batch: forward and, if ``train``, backward.
 
     Backward of a product: one product of the same size per operand that needs a gradient (the cores always, the
     input only if ``input_grad``); backward of a copy: a copy of the same size."""
-    counts = Counts()
+    counts = Counts(cache_elements)
     fwd_bwd = 2 if train else 1
 
     def gemm(rows, inner, cols, from_input=False):
@@ -213,15 +227,17 @@ def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], r
         info = _einsum_path(b, tuple((ranks[k], in_modes[k], out_modes[k], ranks[k + 1])
                                      for k in range(len(in_modes))))
         for step in info.contraction_list:
-            # torch.tensordot: each operand permuted into GEMM order (a copy), then one product
+            # torch.tensordot: each operand permuted into GEMM order (a copy), one product, and its result
+            # permuted into the order the next step (or the output) has (a copy)
             removed, eq = step[1], step[2]
-            lhs, _ = eq.split("->")
+            lhs, out = eq.split("->")
             ops = lhs.split(",")
             sizes = [math.prod(info.size_dict[c] for c in op) for op in ops]
             inner = math.prod(info.size_dict[c] for c in removed) if removed else 1
             for size in sizes:
                 copy(size)
             gemm(sizes[0] // inner, inner, sizes[-1] // inner if len(ops) == 2 else 1)
+            copy(math.prod(info.size_dict[c] for c in out))
         return counts
     ins, outs, rk = list(in_modes), list(out_modes), list(ranks)
     if plan.reverse:
@@ -257,8 +273,9 @@ def plan_cost(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], ran
               model: CostModel | None = None) -> float:
     """Predicted seconds of ``plan`` (forward, plus backward if ``train``) under ``model`` (default: the fitted
     CPU model)."""
-    counts = plan_counts(plan, in_modes, out_modes, ranks, batch, train, input_grad)
-    return (model or DEFAULT_MODEL).seconds(counts, threads)
+    model = model or DEFAULT_MODEL
+    counts = plan_counts(plan, in_modes, out_modes, ranks, batch, train, input_grad, model.cache_elements)
+    return model.seconds(counts, threads)
 
 
 def plan_macs(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], ranks: Sequence[int],
