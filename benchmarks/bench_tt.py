@@ -156,7 +156,7 @@ def time_every_plan(modes, ranks, batches, reps: int) -> list[dict]:
 
 
 def fit(rows: list[dict]) -> CostModel:
-    """The cost model's four constants by non-negative least squares on relative error, then its predicted winner
+    """The cost model's five constants by non-negative least squares on relative error, then its predicted winner
     against the measured one in every configuration."""
     import numpy as np
     from scipy.optimize import nnls
@@ -169,12 +169,13 @@ def fit(rows: list[dict]) -> CostModel:
         ranks = tt_layer(row["rank"], "auto", modes).ranks
         return plan_counts(plan_of(row), modes, modes, ranks, row["batch"], row["train"])
 
-    A = np.array([[c.macs, c.cached, c.spilled, c.kernels] for c in map(counts, rows)], dtype=float)
+    A = np.array([[c.macs, c.cached, c.spilled, c.kernels, c.runs] for c in map(counts, rows)], dtype=float)
     y = np.array([row["seconds"] for row in rows])
     w = 1.0 / y                      # a 50 us plan and a 50 ms plan count alike
     coef, _ = nnls(A * w[:, None], y * w)
     inv = [float(1 / c) if c > 0 else math.inf for c in coef[:3]]
-    model = CostModel(gemm_rate=inv[0], cache_bandwidth=inv[1], memory_bandwidth=inv[2], overhead=float(coef[3]))
+    model = CostModel(gemm_rate=inv[0], cache_bandwidth=inv[1], memory_bandwidth=inv[2], overhead=float(coef[3]),
+                      run_overhead=float(coef[4]))
     print(f"fitted: {model}")
     cases: dict[tuple, list[dict]] = {}
     for row in rows:

@@ -162,18 +162,21 @@ class CostModel:
 
     Elements moved: every operand and the result of a product, read and write of a copy. A roofline in sum form:
     a small-``K`` product is charged for its traffic, a large one for its multiply-adds, and an intermediate that
-    spills out of the cache pays main-memory bandwidth. The constants are fitted to CPU measurements of every plan
-    (``benchmarks/bench_tt.py --fit`` refits them)."""
+    spills out of the cache pays main-memory bandwidth. A permuting copy also pays ``run_overhead`` per contiguous
+    run it moves (a copy in runs of 8 elements is several times slower than one in runs of 1024). The constants
+    are fitted to CPU measurements of every plan (``benchmarks/bench_tt.py --fit`` refits them)."""
 
     gemm_rate: float = 2.96e10        # multiply-adds per second and thread
     cache_bandwidth: float = 3.23e9   # elements per second
     memory_bandwidth: float = 2.27e9  # elements per second
     overhead: float = 9.9e-6          # seconds per kernel (dispatch, autograd node)
+    run_overhead: float = 0.0         # seconds per contiguous run of a permuting copy
     cache_elements: int = 1 << 18     # 1 MiB of float32: this machine's L2 per core
 
     def seconds(self, counts: "Counts", threads: int = 1) -> float:
         return (counts.macs / (self.gemm_rate * max(threads, 1)) + counts.cached / self.cache_bandwidth
-                + counts.spilled / self.memory_bandwidth + counts.kernels * self.overhead)
+                + counts.spilled / self.memory_bandwidth + counts.kernels * self.overhead
+                + counts.runs * self.run_overhead)
 
 
 DEFAULT_MODEL = CostModel()
@@ -181,13 +184,15 @@ DEFAULT_MODEL = CostModel()
 
 @dataclass
 class Counts:
-    """What a plan does: multiply-adds, elements moved in tensors that fit the cache and in larger ones, kernels."""
+    """What a plan does: multiply-adds, elements moved in tensors that fit the cache and in larger ones, kernels,
+    contiguous runs moved by permuting copies."""
 
     cache_elements: int = DEFAULT_MODEL.cache_elements
     macs: int = 0
     cached: int = 0
     spilled: int = 0
     kernels: int = 0
+    runs: int = 0
 
     def _move(self, elements: int, times: int) -> None:
         if elements <= self.cache_elements:
@@ -201,9 +206,11 @@ class Counts:
             self._move(size, times)
         self.kernels += times
 
-    def copy(self, elements: int, times: int = 1) -> None:
+    def copy(self, elements: int, run: int, times: int = 1) -> None:
+        """A permuting copy of ``elements`` that are contiguous in runs of ``run`` in the source."""
         self._move(2 * elements, times)
         self.kernels += times
+        self.runs += times * -(-elements // max(run, 1))
 
 
 def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], ranks: Sequence[int],
@@ -219,8 +226,8 @@ def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], r
     def gemm(rows, inner, cols, from_input=False):
         counts.gemm(rows, inner, cols, 1 + (0 if not train else 1 + (input_grad or not from_input)))
 
-    def copy(elements):
-        counts.copy(elements, fwd_bwd)
+    def copy(elements, run):
+        counts.copy(elements, run, fwd_bwd)
 
     b = batch
     if plan.path == "einsum":
@@ -234,37 +241,37 @@ def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], r
             ops = lhs.split(",")
             sizes = [math.prod(info.size_dict[c] for c in op) for op in ops]
             inner = math.prod(info.size_dict[c] for c in removed) if removed else 1
-            for size in sizes:
-                copy(size)
+            for size, op in zip(sizes, ops):    # runs: the operand's last index, as a guess
+                copy(size, info.size_dict[op[-1]])
             gemm(sizes[0] // inner, inner, sizes[-1] // inner if len(ops) == 2 else 1)
-            copy(math.prod(info.size_dict[c] for c in out))
+            copy(math.prod(info.size_dict[c] for c in out), info.size_dict[out[-1]])
         return counts
     ins, outs, rk = list(in_modes), list(out_modes), list(ranks)
     if plan.reverse:
         ins, outs, rk = ins[::-1], outs[::-1], rk[::-1]
-        copy(b * math.prod(ins))
-        copy(b * math.prod(outs))
+        copy(b * math.prod(ins), 1)                                 # modes reversed: element by element
+        copy(b * math.prod(outs), 1)
     starts = list(itertools.accumulate(plan.groups, initial=0))
     g_in, g_out, g_r = [], [], [1]
     for s, e in zip(starts[:-1], starts[1:]):
         n, m = ins[s], outs[s]
         for k in range(s + 1, e):                                   # merging core k into the group so far
             gemm(rk[s] * n * m, rk[k], ins[k] * outs[k] * rk[k + 1])
-            copy(rk[s] * n * m * ins[k] * outs[k] * rk[k + 1])
+            copy(rk[s] * n * m * ins[k] * outs[k] * rk[k + 1], outs[k] * rk[k + 1])
             n, m = n * ins[k], m * outs[k]
         g_in.append(n), g_out.append(m), g_r.append(rk[e])
     if len(g_in) == 1:
         gemm(b, g_in[0], g_out[0], from_input=True)
         return counts
-    copy(b * math.prod(g_in))                                       # x transposed
+    copy(b * math.prod(g_in), 64)                                   # x transposed: a blocked 2-D transpose
     done, rest = 1, math.prod(g_in) // g_in[0]
     for k in range(len(g_in)):
         gemm(g_out[k] * g_r[k + 1], g_r[k] * g_in[k], done * rest * b, from_input=k == 0)
         if k + 1 < len(g_in):
             rest //= g_in[k + 1]
-            copy(g_out[k] * g_r[k + 1] * done * g_in[k + 1] * rest * b)
+            copy(g_out[k] * g_r[k + 1] * done * g_in[k + 1] * rest * b, rest * b)
         done *= g_out[k]
-    copy(b * done)                                                  # output transposed to (batch, ...)
+    copy(b * done, g_out[-1])                                       # output transposed to (batch, ...)
     return counts
 
 
