@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 PATHS = ("sequential", "grouped", "einsum", "dense")
+NARROW_OUTPUT = 16     # last output mode below which the chain's last product is computed transposed
 CONTRACTIONS = ("auto", *PATHS)
 
 __all__ = ["CONTRACTIONS", "PATHS", "CostModel", "Counts", "Plan", "candidate_plans", "check_contraction",
@@ -92,8 +93,13 @@ def _chain(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.Tensor:
         a = a.reshape(m, r1, done, n_next, rest).permute(1, 3, 2, 0, 4).reshape(r1 * n_next, -1)
         done *= m
     r0, n, m, _ = cores[-1].shape
-    y = a.t() @ cores[-1].reshape(r0 * n, m)                           # rows (j_<d, batch), columns j_d
-    return y.reshape(done, b, m).transpose(0, 1).reshape(b, done * m)
+    if m < NARROW_OUTPUT:
+        # a.t() @ core with few columns is a slow GEMM (transposed operand, narrow result): multiply in the
+        # orientation of the other steps, then a blocked 2-D transpose to (j_<d, batch, j_d)
+        y = (cores[-1].reshape(r0 * n, m).t() @ a).t().reshape(done, b, m)
+    else:
+        y = (a.t() @ cores[-1].reshape(r0 * n, m)).reshape(done, b, m)  # rows (j_<d, batch), columns j_d
+    return y.transpose(0, 1).reshape(b, done * m)
 
 
 def _reversed(cores: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -166,11 +172,11 @@ class CostModel:
     run it moves (a copy in runs of 8 elements is several times slower than one in runs of 1024). The constants
     are fitted to CPU measurements of every plan (``benchmarks/bench_tt.py --fit`` refits them)."""
 
-    gemm_rate: float = 2.96e10        # multiply-adds per second and thread
-    cache_bandwidth: float = 3.23e9   # elements per second
-    memory_bandwidth: float = 2.27e9  # elements per second
-    overhead: float = 9.9e-6          # seconds per kernel (dispatch, autograd node)
-    run_overhead: float = 0.0         # seconds per contiguous run of a permuting copy
+    gemm_rate: float = 3.6e10         # multiply-adds per second and thread
+    cache_bandwidth: float = 5.2e9    # elements per second
+    memory_bandwidth: float = 2.66e9  # elements per second
+    overhead: float = 1.1e-5          # seconds per kernel (dispatch, autograd node)
+    run_overhead: float = 8.0e-10     # seconds per contiguous run of a permuting copy
     cache_elements: int = 1 << 18     # 1 MiB of float32: this machine's L2 per core
 
     def seconds(self, counts: "Counts", threads: int = 1) -> float:
@@ -271,6 +277,8 @@ def plan_counts(plan: Plan, in_modes: Sequence[int], out_modes: Sequence[int], r
             rest //= g_in[k + 1]
             copy(g_out[k] * g_r[k + 1] * done * g_in[k + 1] * rest * b, rest * b)
         done *= g_out[k]
+    if g_out[-1] < NARROW_OUTPUT:
+        copy(b * done, 64)                                          # blocked 2-D transpose of the last product
     copy(b * done, g_out[-1])                                       # output transposed to (batch, ...)
     return counts
 
