@@ -20,9 +20,11 @@ whose speed depends on the shapes, the ranks, the batch and whether a backward p
 
 Every path may also run right to left (``reverse``: the last core first), which needs fewer multiply-adds when
 the input and output modes differ. ``"auto"`` picks the plan with the smallest predicted time under a roofline
-:class:`CostModel` (multiply-adds at a GEMM rate, memory traffic at a bandwidth, a fixed cost per kernel),
-counting the backward pass when gradients are needed; the choice is cached per (modes, ranks, batch, dtype,
-device, threads, gradient) key. ``benchmarks/bench_tt.py`` checks the model's choice against measurements.
+:class:`CostModel` (multiply-adds at a GEMM rate, memory traffic at cache or main-memory bandwidth, a fixed cost
+per kernel and per contiguous run a permutation moves), counting the backward pass when gradients are needed; the
+choice is cached per (modes, ranks, batch, dtype, device, threads, gradient) key. The constants were fitted on a
+CPU (one thread, MKL); other devices use them too. ``benchmarks/bench_tt.py`` checks the model's choice against
+measurements and ``--fit`` refits it.
 """
 
 from __future__ import annotations
