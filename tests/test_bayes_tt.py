@@ -10,8 +10,8 @@ from torch import nn
 
 from overparam.config import ConfigError, resolve_config
 from overparam.models.bayes_tt import (BayesianTTLinear, elbo_loss, gaussian_kl, mc_predict, model_kl,
-                                       set_sampling, tt_full_weight, tt_matvec, update_lambdas_)
-from overparam.models.tt import TTLinear
+                                       set_sampling, update_lambdas_)
+from overparam.models.tt import TTLinear, tt_matmul, tt_to_matrix
 from overparam.studies import tt_rank_selection as study
 from overparam.studies.base import RunContext
 
@@ -40,14 +40,14 @@ def layer():
 def test_contraction_matches_dense_weight(layer):
     W = _dense_from_cores(layer.means, layer.in_modes, layer.out_modes)
     torch.testing.assert_close(layer.full_weight().detach(), W)
-    torch.testing.assert_close(tt_full_weight([c.detach() for c in layer.means]), W)
+    torch.testing.assert_close(tt_to_matrix([c.detach() for c in layer.means]).T, W)
     x = torch.randn(7, 12, dtype=torch.float64)
     set_sampling(layer, False)
     torch.testing.assert_close(layer(x), x @ W.T + layer.bias)
     # a sampled forward is the dense product of the sampled cores
     torch.manual_seed(3)
     cores = layer.sample_cores()
-    torch.testing.assert_close(tt_matvec(x, cores, layer.in_modes, layer.out_modes),
+    torch.testing.assert_close(tt_matmul(x, cores),
                                x @ _dense_from_cores(cores, layer.in_modes, layer.out_modes).T)
 
 

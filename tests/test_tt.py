@@ -77,8 +77,10 @@ def test_parameter_and_flop_counts_by_hand():
 
 
 @pytest.mark.parametrize("in_modes,out_modes,ranks", CASES[1:])
-def test_flops_equal_counted_matmul_flops(in_modes, out_modes, ranks):
-    layer = TTLinear(in_modes, out_modes, ranks, bias=False)
+def test_flops_equal_counted_matmul_flops_of_the_sequential_contraction(in_modes, out_modes, ranks):
+    layer = TTLinear(in_modes, out_modes, ranks, bias=False, contraction="sequential")
+    layer.contraction = layer.plan(7)
+    assert layer.contraction.path == "sequential" and not layer.contraction.reverse
     x = torch.randn(7, math.prod(in_modes))
     with FlopCounterMode(display=False) as counter:
         layer(x)

@@ -21,9 +21,10 @@ of Hawkins & Zhang (arXiv 1905.10478, Sec. 3). The lambdas are point estimates (
 
 **Posterior.** Mean-field Gaussian over every core entry, q(G_k[a,i,j,b]) = N(mu, sigma^2) with a mean and a
 log-sigma per entry. A forward pass draws one sample of all cores by the reparameterization trick
-G = mu + sigma * eps, eps ~ N(0, 1) (shared by the batch), and contracts it with the input core by core,
-never building W. ``kl()`` is the closed-form KL(q || p) of the Gaussians; the ELBO is
-E_q[log p(D | G)] - KL(q || p). The bias is a point estimate (no prior).
+G = mu + sigma * eps, eps ~ N(0, 1) (shared by the batch), and contracts it with the input by TTLinear's
+contraction (:mod:`overparam.models.tt_contract`: the fastest plan for the shapes and batch). ``kl()`` is the
+closed-form KL(q || p) of the Gaussians; the ELBO is E_q[log p(D | G)] - KL(q || p). The bias is a point
+estimate (no prior).
 
 Why hand-written and not Pyro: the layer stays a plain ``nn.Module`` (parameters, state_dict, our training
 and measuring code work unchanged), the KL is exact rather than sampled, and Pyro is not installed (it would
@@ -37,6 +38,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from overparam.models.tt import TTLinear, tt_flops, tt_to_matrix
+from overparam.models.tt_contract import Plan, check_contraction, tt_matmul
 
 HYPERPRIORS = ("log-uniform", "gamma", "none")
 _LOG_LAMBDA_RANGE = (-30.0, 10.0)
@@ -73,42 +77,6 @@ def full_ranks(ranks, d: int, in_modes: Sequence[int] | None = None,
     return out
 
 
-def tt_matvec(x: torch.Tensor, cores: Sequence[torch.Tensor], in_modes: Sequence[int],
-              out_modes: Sequence[int]) -> torch.Tensor:
-    """x (B, prod in_modes) -> x @ W^T (B, prod out_modes), contracting the cores one at a time.
-
-    The running tensor has shape (B, out-so-far, r_k, m_{k+1}, rest of the input); a step costs
-    B * prod(n_<=k) * r_k * m_k * n_k * r_{k+1} * prod(m_>k) multiply-adds, and W is never formed.
-    """
-    B = x.shape[0]
-    d = len(cores)
-    n_in = math.prod(in_modes)
-    t = x.reshape(B, 1, 1, in_modes[0], n_in // in_modes[0])
-    for k, core in enumerate(cores):
-        t = torch.einsum("bdrmR,rmns->bdnsR", t, core)
-        done = t.shape[1] * t.shape[2]
-        rest = t.shape[4]
-        if k + 1 < d:
-            t = t.reshape(B, done, core.shape[3], in_modes[k + 1], rest // in_modes[k + 1])
-        else:
-            t = t.reshape(B, done)
-    return t
-
-
-def tt_full_weight(cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The dense (out, in) weight that the cores represent (for tests and small layers only)."""
-    w = cores[0][0]                                   # (m1, n1, r1)
-    in_size, out_size = w.shape[0], w.shape[1]
-    w = w.reshape(in_size * out_size, -1)
-    for core in cores[1:]:
-        r, m, n, s = core.shape
-        w = (w @ core.reshape(r, m * n * s)).reshape(in_size, out_size, m, n, s)
-        w = w.permute(0, 2, 1, 3, 4).reshape(in_size * m, out_size * n, s)
-        in_size, out_size = in_size * m, out_size * n
-        w = w.reshape(in_size * out_size, s)
-    return w.reshape(in_size, out_size).T
-
-
 def gaussian_kl(mu: torch.Tensor, log_sigma: torch.Tensor, prior_var: torch.Tensor) -> torch.Tensor:
     """Sum over entries of KL(N(mu, sigma^2) || N(0, prior_var)) = 1/2 [(sigma^2 + mu^2)/v - 1 - log(sigma^2/v)]."""
     var = torch.exp(2 * log_sigma)
@@ -121,12 +89,12 @@ class BayesianTTLinear(nn.Module):
     Parameters: ``means[k]``, ``log_sigmas[k]`` of core k's shape; ``log_lambdas[k-1]`` (r_k,) for the internal
     rank k; ``bias`` (out,). ``forward`` samples the cores (``sampling = True``, the default, in train and eval
     mode alike: Monte-Carlo prediction averages several forward passes) or uses the posterior means
-    (``sampling = False``; see :func:`set_sampling`).
+    (``sampling = False``; see :func:`set_sampling`). ``contraction`` as in :class:`~overparam.models.tt.TTLinear`.
     """
 
     def __init__(self, in_modes: Sequence[int], out_modes: Sequence[int], ranks, bias: bool = True,
                  hyperprior: str = "log-uniform", hyper_a: float = 1.0, hyper_b: float = 1.0,
-                 init_sigma: float = 1e-2, gain: float = 2.0):
+                 init_sigma: float = 1e-2, gain: float = 2.0, contraction: str | Plan = "auto"):
         super().__init__()
         self.in_modes, self.out_modes = _modes("in_modes", in_modes), _modes("out_modes", out_modes)
         if len(self.in_modes) != len(self.out_modes):
@@ -140,6 +108,7 @@ class BayesianTTLinear(nn.Module):
         self.in_features, self.out_features = math.prod(self.in_modes), math.prod(self.out_modes)
         self.hyperprior, self.hyper_a, self.hyper_b = hyperprior, float(hyper_a), float(hyper_b)
         self.sampling = True
+        self.contraction = check_contraction(contraction)
         # Initial prior: every lambda equal to v, chosen so that W drawn from the prior has entry variance
         # gain / in (He): Var W = prod_k lambda_{k-1} lambda_k * prod r_k = v^(2(d-1)) * prod r_k.
         internal = math.prod(self.ranks[1:-1])
@@ -228,12 +197,12 @@ class BayesianTTLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         cores = self.sample_cores() if self.sampling else list(self.means)
-        y = tt_matvec(x, cores, self.in_modes, self.out_modes)
+        y = tt_matmul(x, cores, self.contraction)
         return y if self.bias is None else y + self.bias
 
     def full_weight(self, cores: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Dense (out, in) weight of the posterior means (or of the given cores)."""
-        return tt_full_weight(list(self.means) if cores is None else cores)
+        return tt_to_matrix(list(self.means) if cores is None else cores).T
 
     # ----------------------------------------------------------------- ranks
     def keep_masks(self, threshold: float = 1e-3, relative: bool = True) -> list[torch.Tensor]:
@@ -261,14 +230,9 @@ class BayesianTTLinear(nn.Module):
         return cores + (self.out_features if self.bias is not None else 0)
 
     def flops(self, batch: int = 1, ranks: Sequence[int] | None = None) -> int:
-        """Multiply-adds of one ``tt_matvec`` on a batch (the order of contraction used by ``forward``)."""
+        """Multiply-adds of the one-core-at-a-time contraction on a batch (as :meth:`TTLinear.flops`)."""
         r = self.ranks if ranks is None else full_ranks(list(ranks), len(self.in_modes))
-        total, done, rest = 0, 1, self.in_features
-        for k, (m, n) in enumerate(zip(self.in_modes, self.out_modes)):
-            rest //= m
-            total += batch * done * r[k] * m * n * r[k + 1] * rest
-            done *= n
-        return total
+        return tt_flops(self.in_modes, self.out_modes, r, batch)
 
     @torch.no_grad()
     def pruned(self, threshold: float = 1e-3, relative: bool = True) -> "BayesianTTLinear":
@@ -276,7 +240,7 @@ class BayesianTTLinear(nn.Module):
         masks = self.keep_masks(threshold, relative)
         new = BayesianTTLinear(self.in_modes, self.out_modes, [1, *[int(m.sum()) for m in masks], 1],
                                bias=self.bias is not None, hyperprior=self.hyperprior, hyper_a=self.hyper_a,
-                               hyper_b=self.hyper_b)
+                               hyper_b=self.hyper_b, contraction=self.contraction)
         new.to(self.means[0].dtype)
         full = [None, *masks, None]
         for k in range(len(self.means)):
@@ -298,10 +262,9 @@ class BayesianTTLinear(nn.Module):
     @torch.no_grad()
     def to_deterministic(self, threshold: float | None = None, relative: bool = True):
         """A :class:`overparam.models.tt.TTLinear` holding the posterior means (pruned first if ``threshold``)."""
-        from overparam.models.tt import TTLinear
-
         src = self if threshold is None else self.pruned(threshold, relative)
-        layer = TTLinear(src.in_modes, src.out_modes, list(src.ranks), bias=src.bias is not None)
+        layer = TTLinear(src.in_modes, src.out_modes, list(src.ranks), bias=src.bias is not None,
+                         contraction=src.contraction)
         layer.to(src.means[0].dtype)
         for dst, mu in zip(layer.cores, src.means):
             if tuple(dst.shape) != tuple(mu.shape):

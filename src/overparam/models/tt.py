@@ -6,11 +6,13 @@ cores ``G_k`` of shape ``(r_{k-1}, n_k, m_k, r_k)`` with ``r_0 = r_d = 1``::
     W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] @ G_2[:, i_2, j_2, :] @ ... @ G_d[:, i_d, j_d, :]
 
 Row and column multi-indices are row-major (``i_1`` most significant), i.e. ``x.reshape(B, n_1, ..., n_d)``.
-:class:`TTLinear` computes ``y = x W + b`` by contracting the cores with the input one core at a time, left to
-right, never building ``W``; its cost is :meth:`TTLinear.flops`. :meth:`TTLinear.from_linear` compresses an
-``nn.Linear`` by TT-SVD (Oseledets 2011), implemented here (:func:`tt_svd_matrix`) rather than taken from TensorLy
-because the study and the tests need the discarded singular values (the error bound) and exact control of the
-ranks; tests check it against ``tensorly.decomposition.tensor_train_matrix``.
+:class:`TTLinear` computes ``y = x W + b`` by the fastest of several contractions for its shapes, ranks and batch
+(one core at a time, merged groups of cores, opt_einsum's path, or rebuilding ``W`` for one GEMM; see
+:mod:`overparam.models.tt_contract`); the standard one-core-at-a-time count is :meth:`TTLinear.flops`.
+:meth:`TTLinear.from_linear` compresses an ``nn.Linear`` by TT-SVD (Oseledets 2011), implemented here
+(:func:`tt_svd_matrix`) rather than taken from TensorLy because the study and the tests need the discarded singular
+values (the error bound) and exact control of the ranks; tests check it against
+``tensorly.decomposition.tensor_train_matrix``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from overparam.models.tt_contract import Plan, check_contraction, choose_plan, merge_cores, tt_matmul
 
 INITS = ("linear", "he", "xavier")
 
@@ -98,7 +102,7 @@ def _check_modes(in_modes: Sequence[int], out_modes: Sequence[int]) -> tuple[lis
 
 
 def tt_flops(in_modes: Sequence[int], out_modes: Sequence[int], ranks: Sequence[int], batch: int = 1) -> int:
-    """Multiply-adds of :meth:`TTLinear.forward` (left-to-right contraction), bias excluded.
+    """Multiply-adds of the left-to-right, one-core-at-a-time contraction (the standard TT count), bias excluded.
 
     Step k contracts ``(r_{k-1}, n_k)`` of the state with core k for every batch row, every already produced output
     index ``j_1..j_{k-1}`` and every not yet consumed input index ``i_{k+1}..i_d``:
@@ -120,10 +124,15 @@ class TTLinear(nn.Module):
     ``nn.Linear``'s default (``"linear"``: 1/(3 fan_in)), He (``"he"``: 2/fan_in) or Glorot (``"xavier"``:
     2/(fan_in+fan_out)) init: Var(W_ij) = (r_1 ... r_{d-1}) s^{2d} for core std ``s``. The bias is drawn like
     ``nn.Linear``'s (uniform +-1/sqrt(fan_in)).
+
+    ``contraction``: how ``forward`` computes ``x W`` -- ``"auto"`` (the plan with the least predicted time for
+    the batch, and for a backward pass when gradients are on; cached per shape), or one of ``"sequential"``,
+    ``"grouped"``, ``"einsum"``, ``"dense"`` (the best plan of that path), or a
+    :class:`~overparam.models.tt_contract.Plan`. All give the same result up to rounding.
     """
 
     def __init__(self, in_modes: Sequence[int], out_modes: Sequence[int], ranks: int | Sequence[int] | None,
-                 bias: bool = True, init: str = "linear"):
+                 bias: bool = True, init: str = "linear", contraction: str | Plan = "auto"):
         super().__init__()
         self.in_modes, self.out_modes = _check_modes(in_modes, out_modes)
         if init not in INITS:
@@ -132,6 +141,7 @@ class TTLinear(nn.Module):
         self.in_features, self.out_features = math.prod(self.in_modes), math.prod(self.out_modes)
         self.ranks = _full_ranks(self.in_modes, self.out_modes, ranks)
         self.init = init
+        self.contraction = check_contraction(contraction)
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(self.ranks[k], self.in_modes[k], self.out_modes[k], self.ranks[k + 1]))
             for k in range(self.d))
@@ -157,8 +167,17 @@ class TTLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"TTLinear expects last dim {self.in_features}, got {tuple(x.shape)}")
-        y = tt_matmul(x, list(self.cores))
+        y = tt_matmul(x, list(self.cores), self.contraction)
         return y + self.bias if self.bias is not None else y
+
+    def plan(self, batch: int, train: bool = False, input_grad: bool = False) -> Plan:
+        """The contraction ``forward`` uses on ``batch`` rows (``train``: with a backward pass to the cores, and
+        to the input if ``input_grad``)."""
+        if isinstance(self.contraction, Plan):
+            return self.contraction
+        core = self.cores[0]
+        return choose_plan(self.in_modes, self.out_modes, self.ranks, batch, self.contraction, train, input_grad,
+                           device=core.device.type, dtype=str(core.dtype))
 
     # ---------------------------------------------------------- inspection
     def full_weight(self) -> torch.Tensor:
@@ -177,7 +196,8 @@ class TTLinear(nn.Module):
         return self.dense_parameter_count() / self.parameter_count()
 
     def flops(self, batch: int = 1) -> int:
-        """Forward multiply-adds of the core contraction (bias additions not counted, as in :meth:`dense_flops`)."""
+        """Forward multiply-adds of the one-core-at-a-time contraction (bias additions not counted, as in
+        :meth:`dense_flops`); the plan ``forward`` runs may trade a few more for speed (see :meth:`plan`)."""
         return tt_flops(self.in_modes, self.out_modes, self.ranks, batch)
 
     def dense_flops(self, batch: int = 1) -> int:
@@ -244,43 +264,7 @@ def tt_svd_matrix(w: torch.Tensor, in_modes: Sequence[int], out_modes: Sequence[
     return cores, tail
 
 
-def tt_matmul(x: torch.Tensor, cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``x @ W`` for the TT-matrix ``W`` of ``cores`` (each ``(r_{k-1}, n_k, m_k, r_k)``), never building ``W``.
-
-    ``x``: ``(..., prod n_k)`` -> ``(..., prod m_k)``. Usable with sampled cores (e.g. variational inference) and
-    under ``torch.func.vmap``. Cost: :func:`tt_flops` multiply-adds.
-    """
-    in_modes = [int(c.shape[1]) for c in cores]
-    n_in, n_out = math.prod(in_modes), math.prod(int(c.shape[2]) for c in cores)
-    if x.shape[-1] != n_in:
-        raise ValueError(f"TT matrix expects last dim {n_in}, got {tuple(x.shape)}")
-    lead = x.shape[:-1]
-    b = math.prod(lead)
-    # a: rows (r_{k-1}, i_k), columns (j_1..j_{k-1}, i_{k+1}..i_d, batch): the long batch-carrying axis stays
-    # innermost, so the one permutation per core moves contiguous blocks; one matmul per core.
-    rest = n_in * b // in_modes[0]
-    a = x.reshape(b, n_in).t().reshape(in_modes[0], rest)
-    done = 1                                                           # prod(m_1..m_{k-1})
-    for k, core in enumerate(cores):
-        r0, n, m, r1 = core.shape
-        a = core.permute(2, 3, 0, 1).reshape(m * r1, r0 * n) @ a         # (j_k, r_k, j_<k, i_>k, batch)
-        if k + 1 < len(cores):
-            n_next = in_modes[k + 1]
-            rest //= n_next
-            a = a.reshape(m, r1, done, n_next, rest).permute(1, 3, 2, 0, 4).reshape(r1 * n_next, -1)
-            done *= m
-    # a: (j_d, j_1..j_{d-1}, batch)
-    return a.reshape(int(cores[-1].shape[2]), done, b).permute(2, 1, 0).reshape(*lead, n_out)
-
-
 def tt_to_matrix(cores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The dense ``(prod n_k, prod m_k)`` matrix of TT-matrix ``cores`` (tests and compression only)."""
-    in_modes = [int(c.shape[1]) for c in cores]
-    out_modes = [int(c.shape[2]) for c in cores]
-    d = len(cores)
-    w = cores[0].reshape(in_modes[0], out_modes[0], cores[0].shape[-1])
-    for core in cores[1:]:
-        w = torch.tensordot(w, core, dims=1)                           # (n1, m1, ..., n_k, m_k, r_k)
-    w = w.reshape(*[s for nm in zip(in_modes, out_modes) for s in nm])  # n1 m1 ... nd md
-    perm = [2 * k for k in range(d)] + [2 * k + 1 for k in range(d)]
-    return w.permute(*perm).reshape(math.prod(in_modes), math.prod(out_modes))
+    """The dense ``(prod n_k, prod m_k)`` matrix of TT-matrix ``cores``."""
+    w = merge_cores(cores)
+    return w.reshape(w.shape[1], w.shape[2])
