@@ -81,7 +81,18 @@ def _on_signal(signum, frame) -> None:
         raise Interrupted
 
 
+def _quiet_after_stop(args) -> None:
+    """Threads that die while the process winds down after a stop (a pool's feeder, multiprocessing's resource
+    sharer) would print tracebacks after the one line the user gets; their exceptions are expected then."""
+    if not _STOP.is_set():
+        _default_excepthook(args)
+
+
+_default_excepthook = threading.excepthook
+
+
 def install_signal_handlers() -> None:
     """SIGINT and SIGTERM request a stop (installed explicitly: a background process inherits SIGINT ignored)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    threading.excepthook = _quiet_after_stop
