@@ -29,7 +29,7 @@ test: setup
 # Benchmark peers go in with --no-deps: their own requirements would upgrade torch.
 PEERS := $(VENV)/.peers
 $(PEERS): | $(STAMP)
-	$(BIN)/pip install --quiet --no-deps pyhessian==0.1 curvlinops-for-pytorch==3.0.1 einops einconv linear-operator==0.6.1 nngeometry==0.4 tensorly-torch==0.5.0
+	$(BIN)/pip install --quiet --no-deps pyhessian==0.1 curvlinops-for-pytorch==3.0.1 einops einconv linear-operator==0.6.1 nngeometry==0.4 tensorly-torch==0.5.0 hessian-eigenthings==1.0.0a5
 	touch $(PEERS)
 
 bench: setup $(PEERS)
