@@ -363,7 +363,10 @@ def cmd_ui(args, store) -> int:
         raise UsageError(str(exc)) from None
     print(f"overparam ui: {store.root.resolve()} at {url_of(sock, args.host, token)}  "
           f"(Ctrl-C stops it; runs started from it keep running)", flush=True)
-    serve(store.root, sock, token)
+    try:
+        serve(store.root, sock, token)
+    except KeyboardInterrupt:  # uvicorn has shut down on SIGINT/SIGTERM, then passed the signal on: a normal stop
+        pass
     return EXIT_OK
 
 

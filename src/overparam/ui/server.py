@@ -514,11 +514,11 @@ def compare_context(records) -> dict[str, Any]:
         for k in keys:
             values = [get(r).get(k, None) for r in records]
             texts = [fmt_metric(v) if k in get(r) else "—" for v, r in zip(values, records)]
-            out.append({"key": k, "values": texts, "differs": len({json.dumps(v, sort_keys=True) for v in values}) > 1})
+            out.append({"key": k, "cells": texts, "differs": len({json.dumps(v, sort_keys=True) for v in values}) > 1})
         return out
 
     check_names = list(dict.fromkeys(c.get("name", "") for r in records for c in r.checks))
-    checks = [{"name": n, "values": [next(("pass" if c.get("passed") else "fail" for c in r.checks
+    checks = [{"name": n, "cells": [next(("pass" if c.get("passed") else "fail" for c in r.checks
                                            if c.get("name") == n), "—") for r in records]} for n in check_names]
     figure_names = [f for f in records[0].figures if f.endswith(".png") and all(f in r.figures for r in records[1:])]
     figures = [{"name": f[:-4], "srcs": [_file_url(r.study, r.run_id, f) for r in records]} for f in figure_names]
