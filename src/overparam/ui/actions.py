@@ -30,9 +30,7 @@ from typing import Any
 import overparam
 from overparam.commands.argtypes import nonneg_int, positive_int
 from overparam.config import config_to_dict, parse_set
-from overparam.runner import get_study, preset_of, resolve, run_id_of
 from overparam.store.runs import _pid_alive
-from overparam.sweep import expand, parse_grid
 from overparam.ui.catalog import Catalog
 from overparam.ui.live import LiveView
 
@@ -105,6 +103,8 @@ class Launcher:
     def start(self, body: Any) -> dict[str, Any]:
         """Validate a start request ({kind: run|sweep, study, preset, sets, seed, force, grid, seeds}) and start
         it; returns what was started, or that the run had already finished."""
+        from overparam.runner import get_study, preset_of  # the studies (and torch): only when starting runs
+
         if not isinstance(body, dict):
             raise ActionError("expected a JSON object {kind, study, preset, sets, ...}")
         kind = body.get("kind", "run")
@@ -130,6 +130,8 @@ class Launcher:
         return self._start_sweep(study, preset, sets, set_lines, grid_lines, seeds)
 
     def _start_run(self, study, preset, sets, set_lines, seed, force) -> dict[str, Any]:
+        from overparam.runner import resolve, run_id_of
+
         cfg = resolve(study, preset, sets, None, seed)  # ConfigError: the CLI's line
         run_id = run_id_of(study, config_to_dict(cfg))
         status = self.catalog.status_of([run_id]).get(run_id)
@@ -145,6 +147,8 @@ class Launcher:
         return {"kind": "run", "run_id": run_id, "study": study.name, "reused": False, "pid": launch.pid}
 
     def _start_sweep(self, study, preset, sets, set_lines, grid_lines, seeds) -> dict[str, Any]:
+        from overparam.sweep import expand, parse_grid
+
         grid = parse_grid(grid_lines)
         points = expand(study, grid, seeds=seeds, preset=preset, sets=sets)  # every point validated
         run_ids = list(dict.fromkeys(p.run_id for p in points))

@@ -26,6 +26,7 @@ SEARCH_SQL = "instr(lower(run_id || ' ' || study || ' ' || coalesce(preset, '') 
 _ROW_KEYS = ("run_id", "study", "status", "preset", "created", "started", "finished", "pid", "host", "n_checks",
              "n_passed")
 MAX_AUTO_COLUMNS = 6     # config keys and metrics shown when the user names none (each)
+STATS_SAMPLE = 1000      # the table's automatic columns are chosen from this many of the newest matching runs
 
 
 class CatalogError(ValueError):
@@ -154,20 +155,21 @@ class Catalog:
         return [(r[0], r[1]) for r in self.conn.execute("SELECT study, COUNT(*) FROM runs GROUP BY study ORDER BY study")]
 
     def key_stats(self, flt: RunFilter) -> list[KeyStat]:
-        """Every config key and numeric metric of the filtered runs, with how many runs have it and how many
-        values it takes. Cached until the store changes."""
+        """Every config key and numeric metric of the filtered runs (the newest STATS_SAMPLE of them), with how
+        many runs have it and how many values it takes. Cached until the store changes."""
         where, params = flt.where()
         cache_key = (where, tuple(params), self.change_token())
         if cache_key in self._stats_cache:
             return self._stats_cache[cache_key]
-        sql = (f"SELECT 'config' AS src, j.key AS key, COUNT(*) AS n, COUNT(DISTINCT j.value) AS d, "
-               f"SUM(j.type NOT IN ('integer', 'real')) AS other "
-               f"FROM runs, json_each(runs.config) AS j WHERE {where} GROUP BY j.key "
+        # the sample is chosen by rowid (sorting the rowids, not the rows' JSON), then read once
+        sql = (f"WITH s AS MATERIALIZED (SELECT config, metrics FROM runs WHERE rowid IN "
+               f"(SELECT rowid FROM runs WHERE {where} ORDER BY created DESC LIMIT {STATS_SAMPLE})) "
+               f"SELECT 'config' AS src, j.key AS key, COUNT(*) AS n, COUNT(DISTINCT j.value) AS d, "
+               f"SUM(j.type NOT IN ('integer', 'real')) AS other FROM s, json_each(s.config) AS j GROUP BY j.key "
                f"UNION ALL SELECT 'metrics', j.key, COUNT(*), COUNT(DISTINCT j.value), 0 "
-               f"FROM runs, json_each(runs.metrics) AS j WHERE {where} AND j.type IN ('integer', 'real') "
-               f"GROUP BY j.key")
+               f"FROM s, json_each(s.metrics) AS j WHERE j.type IN ('integer', 'real') GROUP BY j.key")
         stats = [KeyStat(f"{r['src']}.{r['key']}", r["n"], r["d"], not r["other"])
-                 for r in self.conn.execute(sql, params + params)]
+                 for r in self.conn.execute(sql, params)]
         if len(self._stats_cache) > 64:
             self._stats_cache.clear()
         self._stats_cache[cache_key] = stats
@@ -199,14 +201,21 @@ class Catalog:
             cell_params += more
         order_sql, order_params = field_sql(sort) if sort else ("created", [])
         direction = "DESC" if descending else "ASC"
-        total = self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
+        # Two steps: the page's ids (and the number of matching runs, counted in the same scan), sorted on one
+        # expression alone; then the shown cells of those rows only (the cells of ten thousand rows would
+        # otherwise be computed for the sort to keep fifty).
+        found_ids = self.conn.execute(
+            f"SELECT run_id, COUNT(*) OVER () FROM runs WHERE {where} "
+            f"ORDER BY {order_sql} {direction} NULLS LAST, created DESC, run_id LIMIT ? OFFSET ?",
+            params + order_params + [size, (page - 1) * size]).fetchall()
+        ids = [r[0] for r in found_ids]
+        total = found_ids[0][1] if found_ids else \
+            self.conn.execute(f"SELECT COUNT(*) FROM runs WHERE {where}", params).fetchone()[0]
         select = ", ".join(list(_ROW_KEYS[:-2]) + ["json_array_length(checks) AS n_checks",
                                                     f"{field_sql('checks.passed')[0]} AS n_passed"] + cells)
-        sql = (f"SELECT {select} FROM runs WHERE {where} "
-               f"ORDER BY ({order_sql}) IS NULL, {order_sql} {direction}, created DESC, run_id "
-               f"LIMIT ? OFFSET ?")
-        rows = self.conn.execute(sql, cell_params + params + order_params + order_params
-                                 + [size, (page - 1) * size]).fetchall()
+        found = {r["run_id"]: r for r in self.conn.execute(
+            f"SELECT {select} FROM runs WHERE run_id IN ({','.join('?' * len(ids))})", cell_params + ids)}
+        rows = [found[i] for i in ids if i in found]
         out = [{k: r[k] for k in _ROW_KEYS} | {"cells": [r[f"c{i}"] for i in range(len(columns))]} for r in rows]
         return Page(out, total, columns, page, size)
 

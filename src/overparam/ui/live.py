@@ -3,6 +3,7 @@ attempt folders, and runs whose process died, which are recorded as interrupted 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -11,10 +12,19 @@ from typing import Any
 
 from overparam.store import RunStore
 from overparam.store.runs import _ATTEMPT, PROGRESS_FILE, _pid_alive
-from overparam.train.progress import read_progress
 from overparam.ui.catalog import Catalog
 
 STALLED_AFTER = 30.0   # seconds without a progress write before a live run is flagged as quiet
+
+
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """A run's progress.json (see overparam.train.progress, which writes it; not imported here: it would bring
+    torch into the explorer for one JSON file), or None when there is none yet or it cannot be read."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def progress_view(doc: dict[str, Any] | None, started: float | None, now: float) -> dict[str, Any]:

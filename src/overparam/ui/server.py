@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,9 @@ def create_app(root: str | Path, token: str | None = None, loopback: bool = True
     loader = jinja2.ChoiceLoader([jinja2.PackageLoader("overparam.ui", "templates"),
                                   jinja2.PackageLoader("overparam.report", "templates")])
     ex = Explorer(root, catalog, Launcher(catalog), environment(loader))
+    # The studies (and torch with them) are imported in the background: pages that only read the store are
+    # served at once; a page that names a study's description waits for this import if it is not done yet.
+    threading.Thread(target=ex.infos, name="import-studies", daemon=True).start()
 
     # -- pages --------------------------------------------------------------------------------------------------
     def runs_page(request: Request):
