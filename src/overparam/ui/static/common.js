@@ -61,9 +61,17 @@ window.OP = (function () {
     return parts.join(" · ");
   }
 
+  // The table's short form: "2528/60000 · 16 s · ~4 min 47 s left" (the full text on hover).
+  function progressShort(p) {
+    if (p.step === null || p.step === undefined) return p.attempt ? "re-run starting" : "starting";
+    const eta = p.eta !== null && p.eta !== undefined ? ` · ~${fmtSeconds(p.eta)} left` : "";
+    return `${p.step}/${p.total} · ${fmtSeconds(p.elapsed)}${eta}${p.quiet_for ? " · quiet" : ""}`;
+  }
+
   function progressNode(p) {
     const bar = el("progress", {max: p.total || 1, value: p.step || 0});
-    return el("span", {class: "progress-view"}, bar, " ", el("span", {class: "progress-text", text: progressText(p)}));
+    return el("span", {class: "progress-view", title: progressText(p)}, bar, " ",
+              el("span", {class: "progress-text", text: progressShort(p)}));
   }
 
   // Live updates: /api/live every second while the page is visible, one request at a time.
@@ -102,6 +110,6 @@ window.OP = (function () {
     }
   }
 
-  return {el, getJSON, postJSON, pageData, fmtSeconds, fmtNumber, progressText, progressNode, onLive, watch,
+  return {el, getJSON, postJSON, pageData, fmtSeconds, fmtNumber, progressText, progressShort, progressNode, onLive, watch,
           cancel, poll};
 })();
