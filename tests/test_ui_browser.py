@@ -13,13 +13,14 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from test_ui_server import LONG_RUN, LONG_SETS, NOISES, WAIT, ServerThread, make_store, peak_error
+from test_interrupt import wait_until
+from test_ui_server import LONG_RUN, LONG_SETS, NOISES, WAIT, peak_error
+from test_ui_server import explorer  # noqa: F401  (the fixture: a small store and its server)
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -59,14 +60,6 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ui-browser") / "runs"
-    ids = make_store(root)
-    with ServerThread(root) as server:
-        yield server, root, ids
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -89,18 +82,8 @@ def wait_rows(page, count: int) -> None:
     expect(page.locator("#runs-table tbody tr[data-run]")).to_have_count(count)
 
 
-def wait_for(condition, what: str):
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_filter_and_sort_the_runs_table(page, site):
-    server, _, ids = site
+def test_filter_and_sort_the_runs_table(page, explorer):
+    server, _, ids = explorer
     page.goto(server.url + "/")
     assert len(rows(page)) == 12
     page.fill("#query", "config.label_noise = 0.1")
@@ -129,8 +112,8 @@ def test_filter_and_sort_the_runs_table(page, site):
     assert rows(page) == order[::-1]
 
 
-def test_open_a_run_and_use_its_plots(page, site):
-    server, _, ids = site
+def test_open_a_run_and_use_its_plots(page, explorer):
+    server, _, ids = explorer
     page.goto(server.url + "/?search=toy%20notes")
     page.click(f"a[href='/run/{ids['0.2-1']}']")
     page.wait_for_url(f"**/run/{ids['0.2-1']}")
@@ -157,7 +140,7 @@ def test_open_a_run_and_use_its_plots(page, site):
     page.mouse.up()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
-    wait_for(lambda: x_value.inner_text() != "--" and float(x_value.inner_text()) < middle_before, "the zoom")
+    wait_until(lambda: x_value.inner_text() != "--" and float(x_value.inner_text()) < middle_before, WAIT, "the zoom")
     # log axes
     plot.locator("label:has-text('log x') input").check()
     plot.locator("label:has-text('log y') input").check()
@@ -165,8 +148,8 @@ def test_open_a_run_and_use_its_plots(page, site):
     assert "nothing to plot" not in plot.inner_text()
 
 
-def test_compare_two_runs(page, site):
-    server, _, ids = site
+def test_compare_two_runs(page, explorer):
+    server, _, ids = explorer
     page.goto(server.url + "/?search=toy%20notes")
     page.check(f"input.pick[value='{ids['0.0-0']}']")
     assert page.is_disabled("#compare-btn")
@@ -183,8 +166,8 @@ def test_compare_two_runs(page, site):
     assert ids["0.0-0"] in labels and ids["0.2-0"] in labels
 
 
-def test_sweep_view_mean_over_seeds_and_parallel_coordinates(page, site):
-    server, _, ids = site
+def test_sweep_view_mean_over_seeds_and_parallel_coordinates(page, explorer):
+    server, _, ids = explorer
     page.goto(server.url + f"/sweeps?study=toy&sweep={ids['sweep']}")
     page.wait_for_selector("#groups tr:nth-child(4)")
     cells = page.locator("#groups tr").nth(1).locator("td").all_inner_texts()
@@ -206,8 +189,8 @@ def test_sweep_view_mean_over_seeds_and_parallel_coordinates(page, site):
     assert 0 < kept < 9 and page.locator("#parcoords path.pc-dim").count() == 9 - kept
 
 
-def test_start_a_run_watch_its_progress_and_cancel_it(page, site):
-    server, _, _ = site
+def test_start_a_run_watch_its_progress_and_cancel_it(page, explorer):
+    server, _, _ = explorer
     page.goto(server.url + "/start")
     page.select_option("#start-study", "am-in-networks")
     page.wait_for_selector("#study-keys button.key:has-text('epochs')")
@@ -223,7 +206,7 @@ def test_start_a_run_watch_its_progress_and_cancel_it(page, site):
     expect(page.locator("#live-text")).to_have_text(re.compile(r"am-in-networks: [1-9]\d*/60000"))
     first = int(step.search(page.inner_text("#live-text")).group(1))
     assert "elapsed" in page.inner_text("#live-text")
-    wait_for(lambda: int(step.search(page.inner_text("#live-text")).group(1)) > first, "the step to advance")
+    wait_until(lambda: int(step.search(page.inner_text("#live-text")).group(1)) > first, WAIT, "the step to advance")
     page.click("#cancel-btn")
     page.wait_for_selector("#status-line b.status-interrupted")
     assert page.is_hidden("#live-panel") and "interrupted" in page.inner_text("pre.error")
@@ -232,8 +215,8 @@ def test_start_a_run_watch_its_progress_and_cancel_it(page, site):
     assert launch.process.wait(WAIT) == 130   # the CLI's exit status for an interrupted run
 
 
-def test_a_run_started_from_the_command_line_appears_and_is_cancelled_from_the_table(page, site):
-    server, root, _ = site
+def test_a_run_started_from_the_command_line_appears_and_is_cancelled_from_the_table(page, explorer):
+    server, root, _ = explorer
     page.goto(server.url + "/")
     count = len(rows(page))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

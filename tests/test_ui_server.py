@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
+from test_interrupt import wait_until
 
 from overparam.store import RunStore, figure_bytes, save_arrays, save_figure
 from overparam.store.runs import PROGRESS_FILE
@@ -153,16 +154,6 @@ def post_json(port: int, path: str, payload, origin: bool = True) -> tuple[int, 
     headers = {"Content-Type": "application/json"} | ({"Origin": f"http://127.0.0.1:{port}"} if origin else {})
     status, _, text = fetch(port, path, "POST", json.dumps(payload).encode(), headers)
     return status, json.loads(text)
-
-
-def wait_until(condition, what: str, timeout: float = WAIT, every: float = 0.25):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -569,14 +560,14 @@ def test_a_run_killed_outright_shows_as_interrupted(explorer):
                              "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         run_id = wait_until(lambda: next((r["run_id"] for r in get_json(server.port, "/api/live")["running"]
-                                          if r["pid"] == proc.pid), None), "the CLI run to be listed as running")
+                                          if r["pid"] == proc.pid), None), WAIT, "the CLI run to be listed as running")
         # it appears in the table as running, with its progress cell
         assert f'data-live="{run_id}"' in fetch(server.port, "/fragment/runs?status=running")[2]
     finally:
         proc.kill()
         proc.wait()
     live = wait_until(lambda: (d := get_json(server.port, f"/api/live?watch={run_id}"))["status"][run_id] != "running"
-                      and d, "the killed run to be recorded")
+                      and d, WAIT, "the killed run to be recorded")
     assert live["status"][run_id] == "interrupted" and run_id not in {r["run_id"] for r in live["running"]}
     assert "killed" in get_json(server.port, f"/api/runs/{run_id}")["error"]
 
@@ -594,7 +585,7 @@ def test_a_run_started_from_the_explorer_outlives_it_and_stops_on_sigterm(tmp_pa
         assert status == 200 and not reply["reused"], reply
         run_id, run_pid = reply["run_id"], reply["pid"]
         wait_until(lambda: any(r["run_id"] == run_id for r in get_json(port, "/api/live")["running"]),
-                   "the started run to be recorded as running")
+                   WAIT, "the started run to be recorded as running")
         ui.send_signal(signal.SIGTERM)
         assert ui.wait(WAIT) == 0
         # the explorer is gone; the run goes on, in a session of its own
@@ -614,7 +605,7 @@ def test_a_run_started_from_the_explorer_outlives_it_and_stops_on_sigterm(tmp_pa
                 return store.get(run_id).status != "running" and store.get(run_id).status
             finally:
                 store.close()
-        assert wait_until(recorded, "the cancelled run to record itself") == "interrupted"
+        assert wait_until(recorded, WAIT, "the cancelled run to record itself") == "interrupted"
         run_pid = None
     finally:
         if ui.poll() is None:

@@ -121,19 +121,17 @@ class _Parser:
         return sql, params
 
     def or_(self):
-        sql, params = self.and_()
-        while self.is_word("or"):
-            self.take()
-            right, more = self.and_()
-            sql, params = f"({sql} OR {right})", params + more
-        return sql, params
+        return self._joined("or", self.and_)
 
     def and_(self):
-        sql, params = self.not_()
-        while self.is_word("and"):
+        return self._joined("and", self.not_)
+
+    def _joined(self, word: str, operand):
+        sql, params = operand()
+        while self.is_word(word):
             self.take()
-            right, more = self.not_()
-            sql, params = f"({sql} AND {right})", params + more
+            right, more = operand()
+            sql, params = f"({sql} {word.upper()} {right})", params + more
         return sql, params
 
     def not_(self):
