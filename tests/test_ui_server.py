@@ -616,3 +616,31 @@ def test_a_run_started_from_the_explorer_outlives_it_and_stops_on_sigterm(tmp_pa
                 os.kill(run_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_start_runs_the_cli_command_line_it_validated(explorer, monkeypatch):
+    from overparam.config import config_to_dict
+    from overparam.runner import get_study, resolve, run_id_of
+    from overparam.sweep import expand
+
+    server, _, _ = explorer
+    launcher = server.app.state.explorer.launcher
+    spawned = []
+    monkeypatch.setattr(launcher, "_spawn", lambda args, kind, study, run_ids: spawned.append((args, run_ids))
+                        or type("Launch", (), {"pid": 4321})())
+    status, reply = post_json(server.port, "/api/start", {"study": "double-descent", "preset": "quick", "seed": "3",
+                                                          "sets": "label_noise=0.2\nwidths=4,8,16\n"})
+    study = get_study("double-descent")
+    expected_id = run_id_of(study, config_to_dict(resolve(study, "quick", {"label_noise": "0.2", "widths": "4,8,16"},
+                                                          None, 3)))
+    assert status == 200 and reply == {"kind": "run", "run_id": expected_id, "study": "double-descent",
+                                       "reused": False, "pid": 4321}
+    assert spawned[-1] == (["run", "double-descent", "--preset", "quick", "--set=label_noise=0.2",
+                            "--set=widths=4,8,16", "--quiet", "--seed", "3"], [expected_id])
+    status, reply = post_json(server.port, "/api/start", {"kind": "sweep", "study": "double-descent",
+                                                          "grid": ["label_noise=0.0,0.1"], "seeds": 2,
+                                                          "sets": ["epochs=3"]})
+    points = expand(study, {"label_noise": ["0.0", "0.1"]}, seeds=2, preset="quick", sets={"epochs": "3"})
+    assert status == 200 and reply["run_ids"] == [p.run_id for p in points] and reply["grid"] == ["label_noise"]
+    assert spawned[-1][0] == ["sweep", "double-descent", "--preset", "quick", "--grid=label_noise=0.0,0.1",
+                              "--seeds", "2", "--set=epochs=3", "--quiet"]
