@@ -30,11 +30,11 @@ from test_interrupt import wait_until
 from overparam.store import RunStore, figure_bytes, save_arrays, save_figure
 from overparam.store.runs import PROGRESS_FILE
 
-# am-in-networks at this size trains 60,000 small steps (about two minutes) and reports each one: long enough to
+# am-in-networks at this size trains 60,000 small steps (minutes) and reports each one: long enough to
 # watch and to stop, far too long to end by itself during a test.
-LONG_RUN = ["am-in-networks", "--set", "widths=2,3,4", "--set", "epochs=10000", "--set", "n_train=50",
+LONG_RUN = ["am-in-networks", "--set", "widths=8,16,32", "--set", "epochs=10000", "--set", "n_train=50",
             "--set", "n_test=50", "--set", "batch_size=50"]
-LONG_SETS = ["widths=2,3,4", "epochs=10000", "n_train=50", "n_test=50", "batch_size=50"]
+LONG_SETS = ["widths=8,16,32", "epochs=10000", "n_train=50", "n_test=50", "batch_size=50"]
 WAIT = 60.0   # seconds: a bound far above what each awaited event takes, to tell "happened" from "never happens"
 XSS = "<script>alert(1)</script>"
 NOISES = (0.0, 0.1, 0.2)
@@ -595,7 +595,7 @@ def test_a_run_started_from_the_explorer_outlives_it_and_stops_on_sigterm(tmp_pa
         assert store.get(run_id).status == "running"
         store.close()
         log = next((root / ".ui" / "launches").glob("*.log")).read_text()
-        assert "overparam.cli --store" in log and "run am-in-networks --preset quick --set=widths=2,3,4" in log
+        assert "overparam.cli --store" in log and "run am-in-networks --preset quick --set=widths=8,16,32" in log
         # cancelling is SIGTERM to that process: it records the run as interrupted
         os.kill(run_pid, signal.SIGTERM)
 
