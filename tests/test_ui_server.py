@@ -273,7 +273,7 @@ def test_no_file_outside_the_store_is_served(explorer, tmp_path):
         f"/files/toy/{run_id}/..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
         f"/files/toy/{run_id}/../../overparam.db",
         f"/files/toy/{run_id}/%2e%2e/%2e%2e/overparam.db",
-        f"/files/toy/..%2F..%2Fother/passwd",
+        "/files/toy/..%2F..%2Fother/passwd",
         f"/files/..%2F..%2F..%2Fetc/{run_id}/passwd",
         f"/files/other/{run_id}/config.json",                 # the run is not of that study
         f"/files/toy/{run_id}/progress.json",                 # a file the run does not list

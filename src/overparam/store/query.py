@@ -156,7 +156,7 @@ class _Parser:
         op = self.take().text
         op = "=" if op == "==" else op
         right = self.operand(first=False)
-        (lsql, lparams, _), (rsql, rparams, rtext) = left, right
+        (lsql, lparams, _), (rsql, rparams, _) = left, right
         if rsql == "NULL":
             if op not in ("=", "!="):
                 raise QueryError(f"query: null can only be compared with = or != (column {self.tokens[self.i - 1].pos})")
