@@ -93,6 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--only", action="append", default=[], metavar="STUDY", help="run only these studies")
 
+    u = sub.add_parser("ui", help="explore the store in the browser: runs, comparisons, sweeps, live progress")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs a token)")
+    u.add_argument("--port", type=nonneg_int, default=8765, help="port (default 8765; 0 picks a free one)")
+    u.add_argument("--token", help="token every request must carry (default: $OVERPARAM_UI_TOKEN, or a random one "
+                                   "when --host is not loopback)")
+
     commands = _extra_commands()
     if commands:
         m = sub.add_parser("measure", help="measure your own model with an instrument (weights load tensors only)")
@@ -347,9 +353,26 @@ def cmd_tour(args, store) -> int:
     return worst
 
 
+def cmd_ui(args, store) -> int:
+    from overparam.ui import ServeError, access_token, bind, serve, url_of
+
+    try:
+        token = access_token(args.host, args.token)
+        sock = bind(args.host, args.port)
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"overparam ui: {store.root.resolve()} at {url_of(sock, args.host, token)}  "
+          f"(Ctrl-C stops it; runs started from it keep running)", flush=True)
+    try:
+        serve(store.root, sock, token)
+    except KeyboardInterrupt:  # uvicorn has shut down on SIGINT/SIGTERM, then passed the signal on: a normal stop
+        pass
+    return EXIT_OK
+
+
 COMMANDS = {"studies": cmd_studies, "run": cmd_run, "runs": cmd_runs, "show": cmd_show,
             "report": cmd_report, "tour": cmd_tour, "measure": cmd_measure,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
